@@ -1,0 +1,106 @@
+"""``PlmModelHandler``: PerceptionLM behind Beam's RunInference."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from model_runner.loading import LoadedPlm, load_plm, pick_device
+from model_runner.prompts import video_conversation
+from schemas.records import ClipPrompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferenceFailure:
+    """Stands in a PredictionResult's ``inference`` for a clip whose generation failed alone."""
+
+    error_class: str
+    message: str
+    attempts: int
+
+
+class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
+    """Greedy generation with PerceptionLM over batches of clip prompts.
+
+    Clips of equal frame count and frame size are batched together with left-padded prompts.
+    The prompt goes through the processor's chat template, which emits BOS itself, so the
+    tokenizer is told not to add another. If a batch fails (CUDA out of memory, say) it is
+    retried in halves down to single clips; a clip that fails alone comes back as an
+    ``InferenceFailure`` so the rest of its batch still lands.
+    """
+
+    def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0,
+                 max_batch_size: int = 4, min_batch_size: int = 1) -> None:
+        super().__init__()
+        self._model = model
+        self._device = device
+        self._torch_threads = torch_threads
+        self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+
+    def load_model(self) -> LoadedPlm:
+        loaded = load_plm(self._model, self._device, self._torch_threads)
+        log.info("loaded PLM %s on %s", self._model, loaded.device)
+        return loaded
+
+    def run_inference(self, batch: Sequence[ClipPrompt], model: LoadedPlm,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for position, item in enumerate(batch):
+            groups[(item.frames.shape, item.max_new_tokens)].append(position)
+        texts: dict[int, str | InferenceFailure] = {}
+        for (_, max_new_tokens), positions in groups.items():
+            items = [batch[p] for p in positions]
+            for p, text in zip(positions, self._generate_split(items, model, max_new_tokens, 1), strict=True):
+                texts[p] = text
+        return [PredictionResult(example=item, inference=texts[p], model_id=model.model_id)
+                for p, item in enumerate(batch)]
+
+    def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                        attempt: int) -> list[str | InferenceFailure]:
+        try:
+            return self.generate(items, model, max_new_tokens)
+        except Exception as exc:  # noqa: BLE001 - split and retry, then report per clip
+            if model.device == "cuda":
+                torch.cuda.empty_cache()
+            if len(items) == 1:
+                log.warning("generation failed for %s clip %d: %s", items[0].clip.uri, items[0].clip.clip_index, exc)
+                return [InferenceFailure(type(exc).__name__, str(exc), attempt)]
+            half = len(items) // 2
+            log.warning("a batch of %d failed (%s); retrying in halves", len(items), type(exc).__name__)
+            return (self._generate_split(items[:half], model, max_new_tokens, attempt + 1)
+                    + self._generate_split(items[half:], model, max_new_tokens, attempt + 1))
+
+    @staticmethod
+    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
+        """Generate one answer per clip prompt, greedily, in one batch."""
+        processor = model.processor
+        texts = [processor.apply_chat_template(video_conversation(item.prompt), add_generation_prompt=True,
+                                               tokenize=False) for item in items]
+        videos = [torch.from_numpy(item.frames).permute(0, 3, 1, 2) for item in items]
+        inputs = processor(text=texts, videos=videos, return_tensors="pt", padding=True,
+                           add_special_tokens=False, do_resize=False, do_sample_frames=False)
+        inputs = inputs.to(model.device)
+        if "pixel_values_videos" in inputs:
+            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.model.dtype)
+        with torch.inference_mode():
+            output = model.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return dict(self._batch)
+
+    def share_model_across_processes(self) -> bool:
+        # One copy of the weights per GPU, shared by the worker's SDK processes.
+        return pick_device(self._device) == "cuda"
+
+    def get_metrics_namespace(self) -> str:
+        return "PlmModelHandler"

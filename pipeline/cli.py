@@ -1,0 +1,117 @@
+"""``plm-index``: build an index, search it, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pydantic import ValidationError
+
+log = logging.getLogger("plm_index")
+
+TINY_WARNING = ("No --model given: using the tiny random-weight PLM built from the real transformers "
+                "classes. Its text is noise; for real results pass --model facebook/Perception-LM-1B "
+                "or a local copy of it.")
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("plm_index").setLevel(logging.INFO)
+    for noisy in ("apache_beam", "transformers", "urllib3", "google", "gcsfs", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+
+
+def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """``plm-index build``."""
+    from pipeline.build import ensure_tiny_model, run_build
+    from pipeline.options import beam_options, build_config
+    from schemas.manifest import ManifestError
+
+    model = args.model
+    if model is None:
+        print(TINY_WARNING, file=sys.stderr)
+        model = ensure_tiny_model()
+    try:
+        config = build_config(args, model)
+        summary = run_build(config, beam_options(beam_args), show_progress=not args.no_progress)
+    except (ValidationError, ManifestError, FileNotFoundError, ValueError) as exc:
+        print(f"plm-index build: {exc}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``plm-index search``."""
+    from pipeline.search import SearchQueryError, run_search
+
+    try:
+        print(run_search(args.index, args.query, args.limit, args.json))
+    except (SearchQueryError, FileNotFoundError) as exc:
+        print(f"plm-index search: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """``plm-index demo``: sample videos, the tiny model if needed, an index and one search."""
+    from pipeline.demo import make_demo_videos
+
+    videos = args.input or os.path.join(args.workdir, "videos")
+    if not args.input:
+        print(f"[1/3] making demo videos in {videos}", file=sys.stderr)
+        make_demo_videos(videos)
+    index = args.output or os.path.join(args.workdir, "index")
+    print(f"[2/3] indexing {videos} into {index}", file=sys.stderr)
+    build_args = build_parser().parse_args(["build", "--input", videos, "--output", index, "--clips", "fixed:8",
+                                            "--max-new-tokens", "48", *(["--model", args.model] if args.model else [])])
+    status = cmd_build(build_args, beam_args)
+    if status:
+        return status
+    print(f"[3/3] searching {index} for {args.query!r}", file=sys.stderr)
+    search_args = argparse.Namespace(index=index, query=args.query, limit=5, json=False)
+    return cmd_search(search_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    from pipeline.options import add_build_flags
+
+    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
+    add_build_flags(build)
+    search = commands.add_parser("search", help="search an index by action")
+    search.add_argument("--index", required=True, help="index folder (local or gs://)")
+    search.add_argument("query")
+    search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    demo = commands.add_parser("demo", help="make sample videos, index them, search them")
+    demo.add_argument("--workdir", default="demo-out")
+    demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
+    demo.add_argument("--output", default=None)
+    demo.add_argument("--model", default=None)
+    demo.add_argument("--query", default="person pours water into a cup")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``plm-index`` console script."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if args.command == "search" and beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    _configure_logging(args.verbose)
+    if args.command == "build":
+        return cmd_build(args, beam_args)
+    if args.command == "search":
+        return cmd_search(args)
+    return cmd_demo(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The tool's own flags, parsed apart from Beam's pipeline flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
+
+
+def add_build_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``plm-index build``; anything else on the command line goes to Beam."""
+    parser.add_argument("--input", required=True,
+                        help="folder, glob, gs:// prefix or glob, or a manifest (.jsonl, .csv, .parquet)")
+    parser.add_argument("--output", required=True, help="index folder (local or gs://)")
+    parser.add_argument("--clips", default="fixed:30", help="fixed:SECONDS or scenes (default fixed:30)")
+    parser.add_argument("--min-clip-s", type=float, default=2.0, help="scenes: merge shots shorter than this")
+    parser.add_argument("--max-clip-s", type=float, default=60.0, help="scenes: split shots longer than this")
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per clip (PLM: 32)")
+    parser.add_argument("--decoder", choices=["pyav", "decord"], default="pyav")
+    parser.add_argument("--resize", choices=["exact", "decoder"], default="exact",
+                        help="exact: PLM's own bicubic resize (default); decoder: FFmpeg scaler, faster")
+    parser.add_argument("--decode-threads", type=int, default=0)
+    parser.add_argument("--decode-timeout-s", type=float, default=900.0, help="hard limit per video")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder, gs:// folder or hub id (default: the tiny random test model)")
+    parser.add_argument("--tasks", default="caption", help="comma-separated tasks (default: caption)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args: argparse.Namespace, model: str) -> BuildConfig:
+    """A validated, frozen BuildConfig from parsed flags."""
+    return BuildConfig(
+        input=args.input,
+        output=args.output,
+        clips=ClipSpec.parse(args.clips, args.min_clip_s, args.max_clip_s),
+        decode=DecodeConfig(backend=args.decoder, num_frames=args.num_frames, resize=args.resize,
+                            threads=args.decode_threads, timeout_s=args.decode_timeout_s),
+        model=ModelConfig(model=model, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                          device=args.device, torch_threads=args.torch_threads),
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+    )
+
+
+def beam_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options; the embedded FnApiRunner unless ``--runner`` says otherwise."""
+    options = PipelineOptions(beam_args, save_main_session=False)
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = "FnApiRunner"
+    return options

@@ -1,0 +1,58 @@
+"""Building rows of the index tables, with the run's shared columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.records import ClipPlan, VideoInfo
+
+MAX_MESSAGE = 2000
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Columns every row of one run shares."""
+
+    run_id: str
+    settings_hash: str
+    model_id: str
+    generation: str
+    pipeline_version: str
+    created_at: dt.datetime
+
+    def error_row(self, uri: str, video_id: str | None, clip_index: int | None, stage: str,
+                  exc: BaseException | str, attempts: int = 1, error_class: str | None = None) -> dict[str, Any]:
+        """An ``errors`` row: the input, the stage, the error class and a message saying what to do."""
+        message = str(exc) if not isinstance(exc, str) else exc
+        return {
+            "uri": uri, "video_id": video_id, "clip_index": clip_index, "stage": stage,
+            "error_class": error_class or (type(exc).__name__ if not isinstance(exc, str) else "Error"),
+            "message": message[:MAX_MESSAGE], "attempts": attempts, "settings_hash": self.settings_hash,
+            "run_id": self.run_id, "created_at": self.created_at,
+        }
+
+    def video_row(self, info: VideoInfo, num_clips: int) -> dict[str, Any]:
+        """A ``videos`` row."""
+        return {
+            "video_id": info.video_id, "uri": info.uri, "size_bytes": info.size_bytes,
+            "duration_s": info.duration_s, "fps": info.fps, "num_frames": info.num_frames,
+            "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
+            "num_clips": num_clips, "settings_hash": self.settings_hash, "run_id": self.run_id,
+            "created_at": self.created_at,
+        }
+
+    def segment_row(self, clip: ClipPlan, task: str, prompt: str, text: str, raw_output: str,
+                    events: list[dict[str, Any]], start_s: float | None = None,
+                    end_s: float | None = None) -> dict[str, Any]:
+        """A ``segments`` row for one clip and task (times default to the clip's)."""
+        return {
+            "video_id": clip.video_id, "uri": clip.uri, "clip_index": clip.clip_index,
+            "start_s": clip.start_s if start_s is None else start_s,
+            "end_s": clip.end_s if end_s is None else end_s,
+            "frame_timestamps": list(clip.sample_times), "task": task, "prompt": prompt, "text": text,
+            "raw_output": raw_output, "events": events, "model_id": self.model_id,
+            "generation": self.generation, "settings_hash": self.settings_hash,
+            "pipeline_version": self.pipeline_version, "run_id": self.run_id, "created_at": self.created_at,
+        }

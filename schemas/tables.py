@@ -1,0 +1,82 @@
+"""Explicit pyarrow schemas of the Parquet index tables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+VIDEOS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("num_frames", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("rotation", pa.int32()),
+        pa.field("codec", pa.string()),
+        pa.field("num_clips", pa.int32()),
+        pa.field("settings_hash", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+EVENT_TYPE = pa.struct(
+    [
+        pa.field("start_frame", pa.int32()),
+        pa.field("end_frame", pa.int32()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("text", pa.string()),
+    ]
+)
+
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("frame_timestamps", pa.list_(pa.float64())),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("prompt", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("raw_output", pa.string()),
+        pa.field("events", pa.list_(EVENT_TYPE)),
+        pa.field("model_id", pa.string()),
+        pa.field("generation", pa.string()),
+        pa.field("settings_hash", pa.string()),
+        pa.field("pipeline_version", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("video_id", pa.string()),
+        pa.field("clip_index", pa.int32()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error_class", pa.string(), nullable=False),
+        pa.field("message", pa.string()),
+        pa.field("attempts", pa.int32()),
+        pa.field("settings_hash", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "videos": VIDEOS_SCHEMA,
+    "segments": SEGMENTS_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+}
+
+# Columns that differ between two runs of the same work; excluded when comparing indexes.
+RUN_SPECIFIC_COLUMNS = ("run_id", "created_at")

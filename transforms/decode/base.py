@@ -1,0 +1,144 @@
+"""The decoder interface and the bookkeeping shared by its backends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+from schemas.config import DecodeConfig
+from schemas.records import ClipFrames, ClipPlan, VideoClips
+
+log = logging.getLogger(__name__)
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded into the planned frames."""
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding ran past its hard time limit or its frame cap."""
+
+
+class VideoDecoder(Protocol):
+    """Decodes the sampled frames of every planned clip of one video, clips in order."""
+
+    def decode(self, video: VideoClips, config: DecodeConfig) -> Iterator[ClipFrames]:
+        """Yield one ClipFrames per clip, in clip order, holding only one clip's frames at a time."""
+        ...
+
+
+def decoder_for(config: DecodeConfig) -> VideoDecoder:
+    """The backend named by ``config.backend``."""
+    if config.backend == "pyav":
+        from transforms.decode.pyav_backend import PyAvDecoder
+
+        return PyAvDecoder()
+    if config.backend == "decord":
+        from transforms.decode.decord_backend import DecordDecoder
+
+        return DecordDecoder()
+    raise ValueError(f"unknown decoder {config.backend!r}: use pyav or decord")
+
+
+class FrameCollector:
+    """Matches decoded frames, in presentation order, to the planned samples of each clip.
+
+    Each planned sample is the frame whose start time equals the planned time. A frame that
+    the decoder dropped (a corrupt packet, say) is replaced by the next decoded one, and the
+    time actually used is recorded. Completed clips are released in order, so at most one
+    clip's frames (at PLM size) are held.
+    """
+
+    def __init__(self, video: VideoClips, config: DecodeConfig) -> None:
+        self._clips = list(video.clips)
+        self._config = config
+        self._deadline = time.monotonic() + config.timeout_s
+        self._decoded = 0
+        self._clip_pos = 0
+        self._slot = 0
+        self._frames: list[np.ndarray] = []
+        self._times: list[float] = []
+        self._uri = video.info.uri
+        frame_times = video.info.frame_times
+        # Tolerance for matching decoded to demuxed times: well under one frame interval.
+        gaps = np.diff(frame_times)
+        self._tol = float(max(1e-6, 0.25 * gaps[gaps > 0].min())) if np.any(gaps > 0) else 1e-3
+
+    @property
+    def done(self) -> bool:
+        """Whether every clip has all its frames."""
+        return self._clip_pos >= len(self._clips)
+
+    def next_time(self) -> float | None:
+        """The time (s) of the next planned sample, or None when done."""
+        if self.done:
+            return None
+        return self._clips[self._clip_pos].sample_times[self._slot]
+
+    def tick(self) -> None:
+        """Count one decoded frame against the time limit and the frame cap."""
+        self._decoded += 1
+        if self._decoded > self._config.max_decoded_frames:
+            raise DecodeTimeout(f"decoded more than {self._config.max_decoded_frames} frames (the frame cap)")
+        if time.monotonic() > self._deadline:
+            raise DecodeTimeout(f"decoding took longer than the {self._config.timeout_s:.0f} s limit")
+
+    def wants(self, t: float) -> bool:
+        """Whether the frame starting at ``t`` (s) fills the next planned sample."""
+        target = self.next_time()
+        return target is not None and t >= target - self._tol
+
+    def offer(self, t: float, frame: np.ndarray) -> Iterator[ClipFrames]:
+        """Give the frame at ``t`` (already at PLM size) to every pending sample it fills."""
+        while not self.done and t >= self.next_time() - self._tol:
+            clip = self._clips[self._clip_pos]
+            planned = clip.sample_times[self._slot]
+            if abs(t - planned) > self._tol:
+                log.debug("%s: frame at %.4f s missing, using %.4f s", self._uri, planned, t)
+            self._frames.append(frame)
+            self._times.append(t)
+            self._slot += 1
+            if self._slot == len(clip.sample_times):
+                yield self._release(clip)
+
+    def finish(self, last: tuple[float, np.ndarray] | None) -> Iterator[ClipFrames]:
+        """At end of stream: pad a clip that lost its trailing frames with the last frame seen."""
+        if self.done:
+            return
+        if last is None:
+            raise DecodeError("the stream ended before any planned frame was decoded")
+        t, frame = last
+        clip = self._clips[self._clip_pos]
+        if self._slot == 0:
+            raise DecodeError(
+                f"the stream ended at {t:.3f} s, before clip {clip.clip_index} ({clip.start_s:.3f} s); "
+                "the file may be truncated")
+        log.warning("%s: stream ended early; clip %d padded with the frame at %.3f s", self._uri,
+                    clip.clip_index, t)
+        while self._slot < len(clip.sample_times):
+            self._frames.append(frame)
+            self._times.append(t)
+            self._slot += 1
+        yield self._release(clip)
+        if not self.done:
+            missing = self._clips[self._clip_pos]
+            raise DecodeError(
+                f"the stream ended at {t:.3f} s, before clip {missing.clip_index} ({missing.start_s:.3f} s); "
+                "the file may be truncated")
+
+    def _release(self, clip: ClipPlan) -> ClipFrames:
+        frames = np.stack(self._frames)
+        used = tuple(self._times)
+        if used != clip.sample_times:
+            # Record the frames actually used, so seconds derived later are the real ones.
+            ends = tuple(max(e, u) for e, u in zip(clip.sample_end_times, used, strict=True))
+            clip = replace(clip, sample_times=used, sample_end_times=ends)
+        self._frames, self._times = [], []
+        self._slot = 0
+        self._clip_pos += 1
+        return ClipFrames(clip=clip, frames=frames)

@@ -1,0 +1,45 @@
+"""The decode stage as a DoFn."""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+
+from schemas.config import DecodeConfig
+from schemas.rows import RunContext
+from schemas.records import VideoClips
+from transforms.decode.base import decoder_for
+
+log = logging.getLogger(__name__)
+
+
+class SampleFrames(beam.DoFn):
+    """VideoClips -> one ClipFrames per clip, from a single decode pass over the video.
+
+    A failure yields an ``errors`` row (stage ``decode``) for each clip not yet emitted, so every
+    planned clip is either decoded or accounted for.
+    """
+
+    def __init__(self, config: DecodeConfig, run: RunContext) -> None:
+        self._config = config
+        self._run = run
+        self._decoder = None
+        self._frames_counter = beam.metrics.Metrics.counter("plm_index", "clips_decoded")
+
+    def setup(self) -> None:
+        self._decoder = decoder_for(self._config)
+
+    def process(self, video: VideoClips):
+        emitted: set[int] = set()
+        try:
+            for clip_frames in self._decoder.decode(video, self._config):
+                emitted.add(clip_frames.clip.clip_index)
+                self._frames_counter.inc()
+                yield clip_frames
+        except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
+            log.warning("decode failed for %s: %s", video.info.uri, exc)
+            for clip in video.clips:
+                if clip.clip_index not in emitted:
+                    yield beam.pvalue.TaggedOutput(
+                        "errors", self._run.error_row(video.info.uri, video.info.video_id, clip.clip_index, "decode", exc))

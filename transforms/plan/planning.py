@@ -1,0 +1,117 @@
+"""Clip windows and PLM's frame-sampling rule, on real frame timestamps."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import apache_beam as beam
+import numpy as np
+
+from schemas.config import ClipSpec
+from schemas.rows import RunContext
+from schemas.records import ClipPlan, VideoClips, VideoInfo
+
+log = logging.getLogger(__name__)
+
+
+def plm_frame_indices(num_available: int, num_frames: int) -> list[int]:
+    """PLM's uniform rule: ``round(i * (m - 1) / (n - 1))`` for i = 0..n-1.
+
+    The first and last frames are always included; with fewer than ``n`` frames available some
+    repeat, so PLM still sees ``n`` frames.
+    """
+    if num_available < 1:
+        raise ValueError("a clip needs at least one frame")
+    if num_frames == 1:
+        return [0]
+    return [int(round(i * (num_available - 1) / (num_frames - 1))) for i in range(num_frames)]
+
+
+def fixed_windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
+    """Back-to-back windows of ``window_s``; the last may be shorter. A short video is one window."""
+    if duration_s <= window_s:
+        return [(0.0, duration_s)]
+    count = math.ceil(duration_s / window_s - 1e-9)
+    return [(i * window_s, min((i + 1) * window_s, duration_s)) for i in range(count)]
+
+
+def split_long(windows: list[tuple[float, float]], max_s: float) -> list[tuple[float, float]]:
+    """Split windows longer than ``max_s`` into equal parts no longer than it."""
+    result: list[tuple[float, float]] = []
+    for start, end in windows:
+        parts = max(1, math.ceil((end - start) / max_s - 1e-9))
+        step = (end - start) / parts
+        result.extend((start + i * step, end if i == parts - 1 else start + (i + 1) * step) for i in range(parts))
+    return result
+
+
+def clip_from_window(info: VideoInfo, clip_index: int, start_s: float, end_s: float,
+                     num_frames: int) -> ClipPlan | None:
+    """The clip covering the frames that start in [start_s, end_s), sampled PLM's way."""
+    times = info.frame_times
+    first = int(np.searchsorted(times, start_s - 1e-6, side="left"))
+    stop = int(np.searchsorted(times, end_s - 1e-6, side="left"))
+    if stop <= first:
+        return None
+    picks = [first + i for i in plm_frame_indices(stop - first, num_frames)]
+    starts = tuple(float(times[i]) for i in picks)
+    ends = tuple(float(times[i + 1]) if i + 1 < len(times) else float(info.duration_s) for i in picks)
+    return ClipPlan(video_id=info.video_id, uri=info.uri, clip_index=clip_index, start_s=float(start_s),
+                    end_s=float(end_s), sample_frame_indices=tuple(picks), sample_times=starts,
+                    sample_end_times=ends)
+
+
+def plan_clips(info: VideoInfo, spec: ClipSpec, num_frames: int,
+               scene_cuts: list[float] | None = None) -> list[ClipPlan]:
+    """All clips of a video. ``scene_cuts`` (seconds) are needed in ``scenes`` mode."""
+    if spec.mode == "fixed":
+        windows = fixed_windows(info.duration_s, spec.window_s)
+    else:
+        bounds = [0.0, *sorted(c for c in (scene_cuts or []) if 0.0 < c < info.duration_s), info.duration_s]
+        windows = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        windows = merge_short(windows, spec.min_clip_s)
+        windows = split_long(windows, spec.max_clip_s)
+    clips: list[ClipPlan] = []
+    for start, end in windows:
+        clip = clip_from_window(info, len(clips), start, end, num_frames)
+        if clip is not None:
+            clips.append(clip)
+    return clips
+
+
+def merge_short(windows: list[tuple[float, float]], min_s: float) -> list[tuple[float, float]]:
+    """Merge windows shorter than ``min_s`` into their neighbour (the previous one if any)."""
+    merged: list[list[float]] = []
+    for start, end in windows:
+        if merged and (end - start < min_s or merged[-1][1] - merged[-1][0] < min_s):
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+class PlanClips(beam.DoFn):
+    """VideoInfo -> VideoClips; scene detection failures go to ``errors`` with stage ``plan``."""
+
+    def __init__(self, spec: ClipSpec, num_frames: int, run: RunContext) -> None:
+        self._spec = spec
+        self._num_frames = num_frames
+        self._run = run
+
+    def process(self, info: VideoInfo):
+        try:
+            cuts = None
+            if self._spec.mode == "scenes":
+                from transforms.plan.scenes import detect_scene_cuts
+
+                cuts = detect_scene_cuts(info.uri, self._spec.scene_threshold)
+            clips = plan_clips(info, self._spec, self._num_frames, cuts)
+            if not clips:
+                raise ValueError("no clip could be planned: the video has no frames in range")
+        except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
+            log.warning("planning failed for %s: %s", info.uri, exc)
+            yield beam.pvalue.TaggedOutput("errors", self._run.error_row(info.uri, info.video_id, None, "plan", exc))
+            return
+        beam.metrics.Metrics.counter("plm_index", "clips_planned").inc(len(clips))
+        yield VideoClips(info=info, clips=tuple(clips))
