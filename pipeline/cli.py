@@ -113,5 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_demo(args, beam_args)
 
 
+def run() -> None:
+    """Console-script entry: run ``main`` and leave without interpreter teardown.
+
+    Beam's in-process runners leave gRPC and thread-pool threads behind; destroying them during
+    interpreter teardown has been seen to abort the process ("terminate called without an
+    active exception") after all work was written. The exit status must reflect the run, so
+    output is flushed and the process exits directly.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -21,10 +21,12 @@ def caption_rows(run: RunContext, prompt: ClipPrompt, text: str) -> list[dict[st
     """The clip's caption row; events the model timestamped are mapped to seconds."""
     clip = prompt.clip
     events = []
-    for event in parse_dense_captions(text, num_frames=len(clip.sample_times)).events:
-        start_s, end_s = frames_to_seconds(event.start_frame, event.end_frame, clip.sample_times,
-                                           clip.sample_end_times)
-        events.append({"start_frame": event.start_frame, "end_frame": event.end_frame,
+    # A caption without timestamped events is still a caption: only well-formed events are kept.
+    for event in parse_dense_captions(text, num_frames=len(clip.sample_times)):
+        if not event.ok:
+            continue
+        start_s, end_s = frames_to_seconds(event.start, event.end, clip.sample_times, clip.sample_end_times)
+        events.append({"start_frame": event.start, "end_frame": event.end,
                        "start_s": start_s, "end_s": end_s, "text": event.text})
     return [run.segment_row(clip, prompt.task, prompt.prompt, text, text, events)]
 

@@ -1,0 +1,141 @@
+"""Discovering input videos: folders, globs and JSONL/CSV/Parquet manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.manifest import ManifestError
+from transforms.discover.listing import discover_videos, load_manifest
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A folder of files; listing goes by extension, so their content does not matter here."""
+    for name in ("a.mp4", "B.MOV", "sub/c.mkv", "sub/deeper/d.webm", "notes.txt", "sub/cover.jpg",
+                 "sub/deeper/e.mp4.part"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x00")
+    return tmp_path
+
+
+def test_folder_is_listed_recursively_and_non_videos_skipped(tree: Path) -> None:
+    found = discover_videos(str(tree))
+    assert [v.uri for v in found.videos] == [str(tree / p) for p in
+                                             ("B.MOV", "a.mp4", "sub/c.mkv", "sub/deeper/d.webm")]
+    assert sorted(found.skipped) == sorted(str(tree / p) for p in
+                                           ("notes.txt", "sub/cover.jpg", "sub/deeper/e.mp4.part"))
+    assert all(v.extras_json == "{}" for v in found.videos)
+
+
+def test_glob(tree: Path) -> None:
+    assert [v.uri for v in discover_videos(str(tree / "*.mp4")).videos] == [str(tree / "a.mp4")]
+    found = discover_videos(str(tree / "sub" / "*"))
+    assert [v.uri for v in found.videos] == [str(tree / "sub" / "c.mkv")]
+    assert str(tree / "sub" / "cover.jpg") in found.skipped
+
+
+def test_single_file(tree: Path) -> None:
+    found = discover_videos(str(tree / "sub" / "c.mkv"))
+    assert [v.uri for v in found.videos] == [str(tree / "sub" / "c.mkv")]
+    assert found.skipped == ()
+
+
+def test_missing_input_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover_videos(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError):
+        discover_videos(str(tmp_path / "missing.jsonl"))
+
+
+def test_jsonl_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    rows = [
+        {"uri": "clips/a.mp4", "title": "A", "tags": ["x", "y"]},
+        {"uri": "/abs/b.mp4"},
+        {"uri": "gs://bucket/c.mp4", "n": 3},
+        {"uri": "../other/d.mp4"},
+    ]
+    lines = [json.dumps(rows[0]), "", json.dumps(rows[1]), json.dumps(rows[2]), "   ", json.dumps(rows[3])]
+    manifest = folder / "videos.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    found = discover_videos(str(manifest))
+    assert [v.uri for v in found.videos] == [str(folder / "clips" / "a.mp4"), "/abs/b.mp4",
+                                             "gs://bucket/c.mp4", str(tmp_path / "other" / "d.mp4")]
+    assert [json.loads(v.extras_json) for v in found.videos] == [{"title": "A", "tags": ["x", "y"]}, {}, {"n": 3}, {}]
+    assert found.skipped == ()
+
+
+def test_relative_manifest_path_resolves_against_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "list.jsonl").write_text(json.dumps({"uri": "v.mp4"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    videos = load_manifest(os.path.join("m", "list.jsonl"))
+    assert [v.uri for v in videos] == [str(tmp_path / "m" / "v.mp4")]
+
+
+def test_csv_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "videos.csv"
+    manifest.write_text("uri,title,split\nv/a.mp4,First,train\n/abs/b.mp4,\"Second, with comma\",test\n")
+    videos = load_manifest(str(manifest))
+    assert [v.uri for v in videos] == [str(tmp_path / "v" / "a.mp4"), "/abs/b.mp4"]
+    assert [json.loads(v.extras_json) for v in videos] == [{"title": "First", "split": "train"},
+                                                          {"title": "Second, with comma", "split": "test"}]
+
+
+def test_parquet_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "videos.parquet"
+    pq.write_table(pa.table({"uri": ["a.mp4", "gs://b/c.mp4"], "score": [0.5, 2.0], "label": ["p", None]}),
+                   manifest)
+    videos = discover_videos(str(manifest)).videos
+    assert [v.uri for v in videos] == [str(tmp_path / "a.mp4"), "gs://b/c.mp4"]
+    assert [json.loads(v.extras_json) for v in videos] == [{"score": 0.5, "label": "p"},
+                                                          {"score": 2.0, "label": None}]
+
+
+def test_bad_jsonl_rows_are_named_by_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text("\n".join([
+        json.dumps({"uri": "ok.mp4"}),           # line 1: fine
+        json.dumps({"title": "no uri"}),         # line 2: uri missing
+        "{not json",                             # line 3: invalid JSON
+        "",                                      # line 4: blank, skipped
+        json.dumps({"uri": "   "}),              # line 5: empty uri
+        json.dumps(["a.mp4"]),                   # line 6: not an object
+        json.dumps({"uri": "fine.mp4"}),         # line 7: fine
+    ]) + "\n")
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(str(manifest))
+    message = str(caught.value)
+    assert "4 invalid row(s)" in message
+    problems = {line.split(":", 1)[0].strip(): line for line in message.splitlines()[1:]}
+    assert set(problems) == {"line 2", "line 3", "line 5", "line 6"}
+    assert "uri" in problems["line 2"] and "Field required" in problems["line 2"]
+    assert "not valid JSON" in problems["line 3"]
+    assert "uri is empty" in problems["line 5"]
+    assert "not an object" in problems["line 6"]
+
+
+def test_bad_csv_rows_are_named_by_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("uri,title\na.mp4,A\n,missing uri\nc.mp4,C\n")
+    with pytest.raises(ManifestError, match=r"1 invalid row\(s\):\n  line 3: uri: .*uri is empty"):
+        load_manifest(str(manifest))
+    no_uri_column = tmp_path / "nouri.csv"
+    no_uri_column.write_text("path,title\na.mp4,A\n")
+    with pytest.raises(ManifestError, match="line 2: uri: Field required"):
+        load_manifest(str(no_uri_column))
+
+
+def test_bad_parquet_rows_are_named_by_row(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"uri": ["a.mp4", None, "c.mp4"]}), manifest)
+    with pytest.raises(ManifestError, match=r"line 2: uri: "):
+        load_manifest(str(manifest))
