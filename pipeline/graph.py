@@ -33,7 +33,7 @@ def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, videos: lis
               | "Distribute" >> beam.Reshuffle())
     probed = inputs | "Probe" >> beam.ParDo(ProbeVideos(run)).with_outputs("errors", main="videos")
     planned = probed.videos | "Plan" >> beam.ParDo(
-        PlanClips(config.clips, config.decode.num_frames, run)).with_outputs("errors", main="clips")
+        PlanClips(config.clips, config.decode.num_frames, run, config.questions)).with_outputs("errors", main="clips")
     decoded = planned.clips | "Decode" >> beam.ParDo(SampleFrames(config.decode, run)).with_outputs(
         "errors", main="frames")
     tasks = decoded.frames | "Tasks" >> beam.FlatMap(expand_tasks, config.tasks, config.model.max_new_tokens)

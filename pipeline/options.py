@@ -7,6 +7,7 @@ import argparse
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
+from schemas.manifest import Question
 
 
 def add_build_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,12 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-timeout-s", type=float, default=900.0, help="hard limit per video")
     parser.add_argument("--model", default=None,
                         help="checkpoint folder, gs:// folder or hub id (default: the tiny random test model)")
-    parser.add_argument("--tasks", default="caption", help="comma-separated tasks (default: caption)")
+    parser.add_argument("--tasks", default="caption",
+                        help="comma-separated: caption,fgqa,sgqa,rcap,rtloc,rdcap (default: caption)")
+    parser.add_argument("--question", action="append", default=[],
+                        help="a question asked about every clip (fgqa with --options, else sgqa); repeatable")
+    parser.add_argument("--options", action="append", default=[],
+                        help="the options of the matching --question, separated by '|' (e.g. 'cut|pour|stir')")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -44,7 +50,19 @@ def build_config(args: argparse.Namespace, model: str) -> BuildConfig:
         model=ModelConfig(model=model, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           device=args.device, torch_threads=args.torch_threads),
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        questions=cli_questions(args.question, args.options),
     )
+
+
+def cli_questions(questions: list[str], options: list[str]) -> tuple[Question, ...]:
+    """Questions from ``--question``/``--options`` pairs (options pair up in order)."""
+    if len(options) > len(questions):
+        raise ValueError("--options given without a --question to go with it")
+    asked = []
+    for index, question in enumerate(questions):
+        choices = [o.strip() for o in options[index].split("|")] if index < len(options) else None
+        asked.append(Question(question=question, options=choices))
+    return tuple(asked)
 
 
 def beam_options(beam_args: list[str]) -> PipelineOptions:

@@ -9,9 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.manifest import KNOWN_TASKS, Question
+
 PIPELINE_VERSION = "0.1.0"
 
-TASKS = ("caption",)
+TASKS = KNOWN_TASKS
 
 
 class ClipSpec(BaseModel):
@@ -76,6 +78,8 @@ class BuildConfig(BaseModel):
     decode: DecodeConfig = DecodeConfig()
     model: ModelConfig
     tasks: tuple[str, ...] = ("caption",)
+    # Questions given on the command line, asked about every clip.
+    questions: tuple[Question, ...] = ()
 
     @field_validator("tasks")
     @classmethod
@@ -94,6 +98,7 @@ class BuildConfig(BaseModel):
             "decode": self.decode.model_dump(exclude={"threads", "timeout_s"}),
             "model": self.model.model_dump(include={"model", "max_new_tokens"}),
             "tasks": list(self.tasks),
+            "questions": [q.model_dump(mode="json") for q in self.questions],
             "pipeline_version": PIPELINE_VERSION,
         }
         blob = json.dumps(relevant, sort_keys=True).encode()

@@ -46,6 +46,37 @@ class VideoInfo:
     extras_json: str = "{}"
 
 
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class RegionOnClip:
+    """A tracked subject as it appears in one clip's sampled frames.
+
+    ``boxes[k]`` is the box ``[x1, y1, x2, y2]`` (original, upright pixels) drawn on sampled frame
+    ``k``, or None where the subject has no box; ``start_frame``/``end_frame`` are the first and
+    last sampled frames with a box, in the clip's sampled-frame index space (0..n-1).
+    """
+
+    region_id: str
+    boxes: tuple[Box | None, ...]
+    start_frame: int
+    end_frame: int
+    caption: str | None = None
+    tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuestionOnClip:
+    """A question asked about one clip: multiple choice (fgqa) or open (sgqa)."""
+
+    task: str
+    question: str
+    options: tuple[str, ...] = ()
+    answer_index: int | None = None
+    qa_uid: str | None = None
+
+
 @dataclass(frozen=True)
 class ClipPlan:
     """One planned clip of a video and the frames PLM will see from it.
@@ -63,6 +94,10 @@ class ClipPlan:
     sample_frame_indices: tuple[int, ...]
     sample_times: tuple[float, ...]
     sample_end_times: tuple[float, ...]
+    regions: tuple[RegionOnClip, ...] = ()
+    questions: tuple[QuestionOnClip, ...] = ()
+    # The tasks this clip's video asked for in the manifest; empty means all the run's tasks.
+    tasks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,10 +110,24 @@ class VideoClips:
 
 @dataclass(frozen=True)
 class ClipFrames:
-    """The sampled frames of one clip: uint8 RGB, (num_frames, height, width, 3), in order."""
+    """The sampled frames of one clip: uint8 RGB, (num_frames, height, width, 3), in order.
+
+    ``region_frames`` holds, per region of the clip, the same frames with the region's red
+    rectangle drawn (before the resize) on every sampled frame that has a box.
+    """
 
     clip: ClipPlan
     frames: np.ndarray = field(repr=False, compare=False)
+    region_frames: tuple[tuple[str, np.ndarray], ...] = field(default=(), repr=False, compare=False)
+
+    def frames_for(self, region_id: str | None) -> np.ndarray:
+        """The plain frames, or those with ``region_id``'s box drawn."""
+        if region_id is None:
+            return self.frames
+        for rid, frames in self.region_frames:
+            if rid == region_id:
+                return frames
+        raise KeyError(f"clip {self.clip.clip_index} of {self.clip.uri} has no region {region_id!r}")
 
 
 @dataclass(frozen=True)
@@ -90,3 +139,5 @@ class ClipPrompt:
     task: str
     prompt: str
     max_new_tokens: int
+    region_id: str | None = None
+    question_index: int | None = None

@@ -10,6 +10,11 @@ from schemas.records import ClipPlan, VideoInfo
 
 MAX_MESSAGE = 2000
 
+TASK_COLUMNS = frozenset({
+    "question", "options", "chosen_option", "answer_option", "correct", "qa_uid", "region_id", "region_boxes",
+    "start_frame", "end_frame", "raw_start_frame", "raw_end_frame", "clamped", "parse_error",
+})
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -44,15 +49,22 @@ class RunContext:
         }
 
     def segment_row(self, clip: ClipPlan, task: str, prompt: str, text: str, raw_output: str,
-                    events: list[dict[str, Any]], start_s: float | None = None,
-                    end_s: float | None = None) -> dict[str, Any]:
-        """A ``segments`` row for one clip and task (times default to the clip's)."""
-        return {
+                    events: list[dict[str, Any]] | None = None, start_s: float | None = None,
+                    end_s: float | None = None, **task_columns: Any) -> dict[str, Any]:
+        """A ``segments`` row for one clip and task (times default to the clip's).
+
+        ``task_columns`` fills the task-specific columns (question, region, frame indices...);
+        the others stay null.
+        """
+        unknown = set(task_columns) - TASK_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown segment columns {sorted(unknown)}")
+        return {**dict.fromkeys(TASK_COLUMNS), **task_columns,
             "video_id": clip.video_id, "uri": clip.uri, "clip_index": clip.clip_index,
             "start_s": clip.start_s if start_s is None else start_s,
             "end_s": clip.end_s if end_s is None else end_s,
             "frame_timestamps": list(clip.sample_times), "task": task, "prompt": prompt, "text": text,
-            "raw_output": raw_output, "events": events, "model_id": self.model_id,
+            "raw_output": raw_output, "events": events or [], "model_id": self.model_id,
             "generation": self.generation, "settings_hash": self.settings_hash,
             "pipeline_version": self.pipeline_version, "run_id": self.run_id, "created_at": self.created_at,
         }

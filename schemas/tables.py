@@ -35,6 +35,16 @@ EVENT_TYPE = pa.struct(
     ]
 )
 
+BOX_TYPE = pa.struct(
+    [
+        pa.field("frame", pa.int32()),  # index into the clip's sampled frames
+        pa.field("x1", pa.float64()),
+        pa.field("y1", pa.float64()),
+        pa.field("x2", pa.float64()),
+        pa.field("y2", pa.float64()),
+    ]
+)
+
 SEGMENTS_SCHEMA = pa.schema(
     [
         pa.field("video_id", pa.string(), nullable=False),
@@ -48,6 +58,23 @@ SEGMENTS_SCHEMA = pa.schema(
         pa.field("text", pa.string()),
         pa.field("raw_output", pa.string()),
         pa.field("events", pa.list_(EVENT_TYPE)),
+        # fgqa / sgqa
+        pa.field("question", pa.string()),
+        pa.field("options", pa.list_(pa.string())),
+        pa.field("chosen_option", pa.int32()),
+        pa.field("answer_option", pa.int32()),
+        pa.field("correct", pa.bool_()),
+        pa.field("qa_uid", pa.string()),
+        # rcap / rtloc / rdcap: the region and the answer's frame indices (0..n-1) kept for audit
+        pa.field("region_id", pa.string()),
+        pa.field("region_boxes", pa.list_(BOX_TYPE)),
+        pa.field("start_frame", pa.int32()),
+        pa.field("end_frame", pa.int32()),
+        pa.field("raw_start_frame", pa.float64()),
+        pa.field("raw_end_frame", pa.float64()),
+        pa.field("clamped", pa.bool_()),
+        # An answer that could not be parsed is kept, with the reason, never dropped.
+        pa.field("parse_error", pa.string()),
         pa.field("model_id", pa.string()),
         pa.field("generation", pa.string()),
         pa.field("settings_hash", pa.string()),

@@ -1,24 +1,77 @@
 """Object-storage access for local paths, ``gs://`` and other fsspec URLs.
 
-Every read and write goes through fsspec, with transient failures (HTTP 429 and 5xx,
-connection resets, timeouts) retried with exponential backoff and jitter, and permanent ones
-(404, 403) raised at once. Local writes land atomically (temporary file, then rename);
-object-store uploads are atomic by nature: an object appears only once complete.
+Every network operation (list, glob, exists, size, whole and ranged reads, every ``read``/``seek``
+of a file opened with :func:`open_read`, model downloads, writes, deletes) runs under one retry
+policy, :data:`POLICY`: transient failures (HTTP 408, 429 and 5xx, connection resets, timeouts,
+truncated bodies) are retried with exponential backoff and full jitter for a bounded number of
+attempts; permanent ones (404, 403, other 4xx, bad arguments) are raised at once.
+
+gcsfs brings its own per-request retry loop (6 tries, sleeping up to ~32 s each). Stacked under
+ours it would multiply attempts (6 x 8) and hide faults from the policy, so ``gs://`` URLs use
+:class:`SingleAttemptGCSFileSystem`, the core gcsfs JSON-API filesystem with that loop removed:
+one HTTP attempt per call, and retries, waits and limits are the ones documented here. (aiohttp
+may still resend an idempotent request once when a reused keep-alive connection turns out closed.)
+
+Local writes land atomically (temporary file, then rename); object-store uploads are atomic by
+nature: an object appears only once complete, so retrying a failed upload is safe.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
 import os
 import posixpath
+import re
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from dataclasses import dataclass
+from typing import IO, Any, ParamSpec, TypeVar
 
 import fsspec
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
-MAX_ATTEMPTS = 6
+READ_BLOCK_SIZE = 8 * 1024 * 1024
+COPY_CHUNK_SIZE = 64 * 1024 * 1024
+
+_PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+_TRANSIENT_NAMES = ("Timeout", "ConnectionError", "ServerDisconnected", "ClientOSError", "ClientPayloadError",
+                    "TransportError", "ChunkedEncodingError", "IncompleteRead", "RemoteDisconnected",
+                    "ProxyError", "ChecksumError")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for storage calls.
+
+    Attempt ``n`` (from 1) that fails transiently is followed by a sleep drawn uniformly from
+    ``[0, min(max_wait_s, initial_wait_s * 2 ** (n - 1))]``. With the defaults an operation is
+    tried at most 8 times and sleeps at most 0.5+1+2+4+8+16+30 = 61.5 s in all.
+    """
+
+    max_attempts: int = 8
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 30.0
+
+    def retrying(self) -> Retrying:
+        """A fresh tenacity ``Retrying`` for one operation."""
+        return Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s),
+            stop=stop_after_attempt(self.max_attempts),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+
+#: The policy every storage call uses; read at call time, so tests may swap it.
+POLICY = RetryPolicy()
+MAX_ATTEMPTS = POLICY.max_attempts
 
 
 def is_remote(uri: str) -> bool:
@@ -29,41 +82,119 @@ def is_remote(uri: str) -> bool:
 def _status_of(exc: BaseException) -> int | None:
     for attr in ("code", "status", "status_code"):
         value = getattr(exc, attr, None)
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
-    return None
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    response = getattr(exc, "response", None)  # requests.HTTPError
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error is worth retrying."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    """Whether a storage error is worth retrying.
+
+    Transient: HTTP 408, 429 and 5xx (gcsfs ``HttpError.code``, aiohttp ``.status``, requests'
+    ``response.status_code``; gcsfs turns 502 into ``requests.exceptions.ProxyError``), connection
+    errors and resets, timeouts, truncated or corrupt bodies, and a 401 "Invalid Credentials"
+    (an access token that expired between refresh and use). Permanent: missing files (404 becomes
+    ``FileNotFoundError``), 403 (gcsfs raises ``OSError("Forbidden: ...")``), other 4xx, and
+    anything else not recognised.
+    """
+    if isinstance(exc, _PERMANENT_ERRORS):
         return False
     status = _status_of(exc)
     if status is not None:
-        return status == 408 or status == 429 or status >= 500
+        if status == 401:
+            return "invalid credentials" in str(exc).lower()
+        return status in (408, 429) or 500 <= status <= 599
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    name = type(exc).__name__
-    return any(key in name for key in ("Timeout", "ConnectionError", "ServerDisconnected", "ClientOSError",
-                                        "ClientPayloadError", "TransportError"))
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return any(key in name for name in names for key in _TRANSIENT_NAMES)
 
 
-storage_retry = retry(
-    retry=retry_if_exception(is_transient),
-    wait=wait_random_exponential(multiplier=0.2, max=10),
-    stop=stop_after_attempt(MAX_ATTEMPTS),
-    reraise=True,
-)
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def _redacted(text: str) -> str:
+    """Text with URL query strings removed (signed URLs carry credentials there)."""
+    return _QUERY.sub("?<redacted>", text)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    name = getattr(state.fn, "__qualname__", "storage call")
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.warning("storage: %s failed with %s: %s (attempt %d of %d); retrying in %.2f s", name,
+                type(exc).__name__, _redacted(str(exc))[:300], state.attempt_number, POLICY.max_attempts, wait)
+
+
+def storage_retry(fn: Callable[P, T]) -> Callable[P, T]:
+    """Decorate ``fn`` to run under the storage retry policy (:data:`POLICY`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return POLICY.retrying()(fn, *args, **kwargs)
+
+    return wrapper
+
+
+def with_retries(fn: Callable[[], T]) -> T:
+    """Call ``fn`` under the storage retry policy."""
+    return POLICY.retrying()(fn)
+
+
+def _single_attempt_gcs_class() -> type:
+    import gcsfs.core
+
+    base = gcsfs.core.GCSFileSystem
+
+    class SingleAttemptGCSFileSystem(base):  # type: ignore[misc, valid-type]
+        """Core gcsfs with its internal per-request retry loop removed (see the module docstring)."""
+
+        _request = base._request.__wrapped__
+        _get_file_request = base._get_file_request.__wrapped__
+        _get_file_concurrent = base._get_file_concurrent.__wrapped__
+
+    SingleAttemptGCSFileSystem.__module__ = __name__
+    return SingleAttemptGCSFileSystem
+
+
+@functools.cache
+def gcs_filesystem_class() -> type:
+    """:class:`SingleAttemptGCSFileSystem`, made on first use (gcsfs is imported lazily)."""
+    return _single_attempt_gcs_class()
+
+
+def __getattr__(name: str) -> Any:
+    # ``transforms.storage.SingleAttemptGCSFileSystem`` resolves lazily, so instances pickle by reference.
+    if name == "SingleAttemptGCSFileSystem":
+        return gcs_filesystem_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _gcs_timeout() -> Any:
+    import aiohttp
+
+    # A stalled connection fails (and is retried) instead of hanging a worker overnight.
+    return aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for a URI and the path within it."""
     protocol = uri.split("://", 1)[0] if is_remote(uri) else "file"
-    options: dict[str, Any] = {}
-    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST"):
-        # The emulator takes no credentials; asking Google's token endpoint would fail offline.
-        options["token"] = "anon"
-    fs = fsspec.filesystem(protocol, **options)
+    if protocol in ("gs", "gcs"):
+        options: dict[str, Any] = {"requests_timeout": _gcs_timeout()}
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:
+            # The emulator takes no credentials; asking Google's token endpoint would fail offline.
+            # The endpoint is passed explicitly so a changed STORAGE_EMULATOR_HOST gets a new
+            # (not a cached) filesystem.
+            options.update(token="anon", endpoint_url=emulator)
+        fs = gcs_filesystem_class()(**options)
+    else:
+        fs = fsspec.filesystem(protocol)
     path = uri if protocol == "file" else fs._strip_protocol(uri)
     if protocol == "file" and uri.startswith("file://"):
         path = uri[len("file://"):]
@@ -101,19 +232,27 @@ def list_files(folder: str) -> list[str]:
 
 @storage_retry
 def is_dir(uri: str) -> bool:
-    """Whether a URI names a folder (or a non-empty prefix)."""
+    """Whether a URI names a folder (or a non-empty prefix).
+
+    Asks ``info`` rather than fsspec's ``isdir``, which answers False on any ``OSError`` and
+    would turn a connection reset or a 403 into "not a folder".
+    """
     fs, path = filesystem(uri)
     try:
-        return bool(fs.isdir(path))
+        return fs.info(path)["type"] == "directory"
     except FileNotFoundError:
         return False
 
 
 @storage_retry
 def exists(uri: str) -> bool:
-    """Whether a file or folder exists."""
+    """Whether a file or folder exists (False only on a real "not found", never on a fault)."""
     fs, path = filesystem(uri)
-    return bool(fs.exists(path))
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 @storage_retry
@@ -125,22 +264,123 @@ def size_of(uri: str) -> int:
 
 @storage_retry
 def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
-    """A file's bytes, or the range [start, end)."""
+    """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges)."""
     fs, path = filesystem(uri)
     if start is None and end is None:
         return fs.cat_file(path)
     return fs.cat_file(path, start=start, end=end)
 
 
+class RetryingReader(io.RawIOBase):
+    """A seekable binary reader over an fsspec file whose every read is retried.
+
+    fsspec files fetch blocks lazily, so network errors surface in later ``read`` calls (PyAV
+    reads a video through them). This wrapper keeps its own position; a read that fails
+    transiently re-opens the file (a fresh handle and block cache), seeks back and tries again
+    under :data:`POLICY`. Seeks and ``tell`` are local and never touch the network.
+    """
+
+    def __init__(self, uri: str, block_size: int = READ_BLOCK_SIZE) -> None:
+        super().__init__()
+        self.name = uri
+        self._fs, self._path = filesystem(uri)
+        self._block_size = block_size
+        self._pos = 0
+        self._file: Any = None
+        self._size = with_retries(self._open)
+
+    def _open(self) -> int:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - a broken handle is being replaced anyway
+                pass
+            self._file = None
+        self._file = self._fs.open(self._path, "rb", block_size=self._block_size)
+        return int(self._file.size)
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        def attempt() -> bytes:
+            if self._file is None:
+                self._open()
+            try:
+                self._file.seek(position)
+                return self._file.read(size)
+            except BaseException:
+                self._file = None  # re-open on the next attempt; the old handle may be inconsistent
+                raise
+
+        attempt.__qualname__ = f"read of {self.name}"
+        return with_retries(attempt)
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes."""
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._pos = target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read of a closed file")
+        if size is None or size < 0:
+            size = max(0, self._size - self._pos)
+        if size == 0 or self._pos >= self._size:
+            return b""
+        data = self._read_at(self._pos, min(size, self._size - self._pos))
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+        super().close()
+
+
 def open_read(uri: str) -> IO[bytes]:
-    """A seekable binary reader; remote files are read lazily in blocks."""
-    fs, path = filesystem(uri)
-    return with_retries(lambda: fs.open(path, "rb", block_size=8 * 1024 * 1024))
+    """A seekable binary reader; remote files are read lazily in blocks, each read retried."""
+    if not is_remote(uri):
+        fs, path = filesystem(uri)
+        return fs.open(path, "rb")
+    return RetryingReader(uri)  # type: ignore[return-value]
 
 
 @storage_retry
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write a whole file atomically."""
+    """Write a whole file atomically (a failed upload is retried whole)."""
     fs, path = filesystem(uri)
     if is_remote(uri):
         fs.pipe_file(path, data)
@@ -168,20 +408,24 @@ def makedirs(uri: str) -> None:
         os.makedirs(uri, exist_ok=True)
 
 
-def with_retries(fn: Callable[[], T]) -> T:
-    """Call ``fn`` under the storage retry policy."""
-    return storage_retry(fn)()
-
-
 def download_tree(uri: str, local_dir: str) -> None:
-    """Copy every file below ``uri`` into ``local_dir``, keeping relative paths."""
+    """Copy every file below ``uri`` into ``local_dir``, keeping relative paths.
+
+    Each file streams through a :class:`RetryingReader` (so a multi-gigabyte checkpoint is never
+    held in memory and a fault costs one block, not the whole file) into ``<name>.part``, which
+    is renamed once its size matches the remote size.
+    """
     fs, path = filesystem(uri)
     base = path.rstrip("/")
     for remote in with_retries(lambda: fs.find(base)):
         rel = remote[len(base):].lstrip("/")
         target = os.path.join(local_dir, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        data = with_retries(lambda remote=remote: fs.cat_file(remote))
-        with open(target + ".part", "wb") as f:
-            f.write(data)
+        with RetryingReader(_unstrip(uri, remote)) as src, open(target + ".part", "wb") as dst:
+            while chunk := src.read(COPY_CHUNK_SIZE):
+                dst.write(chunk)
+            expected = src.size
+        written = os.path.getsize(target + ".part")
+        if written != expected:
+            raise OSError(f"short download of {_unstrip(uri, remote)}: {written} of {expected} bytes")
         os.replace(target + ".part", target)

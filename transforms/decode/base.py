@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, ClipPlan, VideoClips
+from transforms.decode.frames import FrameImages
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class FrameCollector:
         self._clip_pos = 0
         self._slot = 0
         self._frames: list[np.ndarray] = []
+        self._region_frames: dict[str, list[np.ndarray]] = {}
         self._times: list[float] = []
         self._uri = video.info.uri
         frame_times = video.info.frame_times
@@ -93,20 +95,28 @@ class FrameCollector:
         target = self.next_time()
         return target is not None and t >= target - self._tol
 
-    def offer(self, t: float, frame: np.ndarray) -> Iterator[ClipFrames]:
-        """Give the frame at ``t`` (already at PLM size) to every pending sample it fills."""
+    def offer(self, t: float, images: FrameImages) -> Iterator[ClipFrames]:
+        """Give the frame starting at ``t`` to every pending sample it fills."""
         while not self.done and t >= self.next_time() - self._tol:
             clip = self._clips[self._clip_pos]
             planned = clip.sample_times[self._slot]
             if abs(t - planned) > self._tol:
                 log.debug("%s: frame at %.4f s missing, using %.4f s", self._uri, planned, t)
-            self._frames.append(frame)
-            self._times.append(t)
-            self._slot += 1
+            self._fill(clip, t, images)
             if self._slot == len(clip.sample_times):
                 yield self._release(clip)
 
-    def finish(self, last: tuple[float, np.ndarray] | None) -> Iterator[ClipFrames]:
+    def _fill(self, clip: ClipPlan, t: float, images: FrameImages) -> None:
+        plain = images.plain()
+        self._frames.append(plain)
+        for region in clip.regions:
+            box = region.boxes[self._slot]
+            self._region_frames.setdefault(region.region_id, []).append(
+                images.with_box(box) if box is not None else plain)
+        self._times.append(t)
+        self._slot += 1
+
+    def finish(self, last: tuple[float, FrameImages] | None) -> Iterator[ClipFrames]:
         """At end of stream: pad a clip that lost its trailing frames with the last frame seen."""
         if self.done:
             return
@@ -121,9 +131,7 @@ class FrameCollector:
         log.warning("%s: stream ended early; clip %d padded with the frame at %.3f s", self._uri,
                     clip.clip_index, t)
         while self._slot < len(clip.sample_times):
-            self._frames.append(frame)
-            self._times.append(t)
-            self._slot += 1
+            self._fill(clip, t, frame)
         yield self._release(clip)
         if not self.done:
             missing = self._clips[self._clip_pos]
@@ -133,12 +141,13 @@ class FrameCollector:
 
     def _release(self, clip: ClipPlan) -> ClipFrames:
         frames = np.stack(self._frames)
+        region_frames = tuple((rid, np.stack(stack)) for rid, stack in self._region_frames.items())
         used = tuple(self._times)
         if used != clip.sample_times:
             # Record the frames actually used, so seconds derived later are the real ones.
             ends = tuple(max(e, u) for e, u in zip(clip.sample_end_times, used, strict=True))
             clip = replace(clip, sample_times=used, sample_end_times=ends)
-        self._frames, self._times = [], []
+        self._frames, self._times, self._region_frames = [], [], {}
         self._slot = 0
         self._clip_pos += 1
-        return ClipFrames(clip=clip, frames=frames)
+        return ClipFrames(clip=clip, frames=frames, region_frames=region_frames)

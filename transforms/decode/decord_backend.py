@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms import storage
 from transforms.decode.base import DecodeError, DecodeTimeout
-from transforms.decode.frames import apply_rotation, resize_exact
+from transforms.decode.frames import FrameImages, apply_rotation
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ _CLIP = "clip"
 def _decode_in_child(path: str, video: VideoClips, config: DecodeConfig, out: mp.Queue) -> None:
     """Child process body: decode every clip with decord and send each back."""
     try:
-        import torchvision_shim  # noqa: F401
         import decord
+
+        import torchvision_shim  # noqa: F401
 
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=config.threads or 0)
         count = len(reader)
@@ -46,26 +48,34 @@ def _decode_in_child(path: str, video: VideoClips, config: DecodeConfig, out: mp
         for clip in video.clips:
             # Match planned times to decord's own frame times, never to t * fps.
             wanted = np.clip(np.searchsorted(starts, np.asarray(clip.sample_times) - 1e-6), 0, count - 1)
-            batch = reader.get_batch(sorted(set(int(i) for i in wanted))).asnumpy()
-            by_index = dict(zip(sorted(set(int(i) for i in wanted)), batch, strict=True))
-            frames = []
-            for index in wanted:
-                image = apply_rotation(by_index[int(index)], video.info.rotation)
-                if config.resize == "exact":
-                    image = resize_exact(image, size)
-                else:
-                    import torch
-                    import torch.nn.functional as functional
-
-                    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-                    image = functional.interpolate(tensor, size=(size, size), mode="bicubic", align_corners=False)
-                    image = image.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
-                frames.append(image)
-            used = tuple(float(starts[int(i)]) for i in wanted)
-            out.put((_CLIP, clip.clip_index, used, np.stack(frames)))
+            unique = sorted({int(i) for i in wanted})
+            by_index = dict(zip(unique, reader.get_batch(unique).asnumpy(), strict=True))
+            images = {i: FrameImages(partial(apply_rotation, by_index[i], video.info.rotation), size,
+                                     partial(_decoder_resize, by_index[i], video.info.rotation, size)
+                                     if config.resize == "decoder" else None) for i in unique}
+            frames = [images[int(i)].plain() for i in wanted]
+            regions = tuple(
+                (region.region_id, np.stack([images[int(i)].with_box(box) if box is not None else images[int(i)].plain()
+                                             for i, box in zip(wanted, region.boxes, strict=True)]))
+                for region in clip.regions)
+            # Keep the planned times where decord agrees (it reports float32 seconds).
+            used = tuple(p if abs(p - float(starts[int(i)])) < 1e-3 else float(starts[int(i)])
+                         for p, i in zip(clip.sample_times, wanted, strict=True))
+            out.put((_CLIP, clip.clip_index, used, (np.stack(frames), regions)))
+            del by_index, images
         out.put((_DONE, None, None, None))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         out.put((_ERROR, type(exc).__name__, str(exc), None))
+
+
+def _decoder_resize(rgb: np.ndarray, rotation: int, size: int) -> np.ndarray:
+    """decord's counterpart of resizing in the decoder: a plain bicubic interpolation."""
+    import torch
+    import torch.nn.functional as functional
+
+    tensor = torch.from_numpy(np.ascontiguousarray(apply_rotation(rgb, rotation))).permute(2, 0, 1)[None].float()
+    out = functional.interpolate(tensor, size=(size, size), mode="bicubic", align_corners=False)
+    return out.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
 
 class DecordDecoder:
@@ -104,8 +114,11 @@ class DecordDecoder:
                 if kind == _ERROR:
                     raise DecodeError(f"decord failed: {a}: {b}")
                 clip = clips[a]
-                ends = tuple(max(e, u) for e, u in zip(clip.sample_end_times, b, strict=True))
-                yield ClipFrames(clip=replace(clip, sample_times=b, sample_end_times=ends), frames=frames)
+                plain, regions = frames
+                if b != clip.sample_times:
+                    ends = tuple(max(e, u) for e, u in zip(clip.sample_end_times, b, strict=True))
+                    clip = replace(clip, sample_times=b, sample_end_times=ends)
+                yield ClipFrames(clip=clip, frames=plain, region_frames=regions)
         finally:
             if child.is_alive():
                 child.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as tvf
@@ -30,3 +32,64 @@ def resize_exact(rgb: np.ndarray, size: int) -> np.ndarray:
 def to_plm_frame(rgb: np.ndarray, rotation: int, size: int) -> np.ndarray:
     """A decoded full-resolution RGB frame as PLM sees it: upright, size x size, uint8."""
     return resize_exact(apply_rotation(rgb, rotation), size)
+
+
+RED = (255, 0, 0)
+BOX_WIDTH = 4
+
+
+def draw_box(rgb: np.ndarray, box: tuple[float, float, float, float], width: int = BOX_WIDTH,
+             color: tuple[int, int, int] = RED) -> np.ndarray:
+    """A copy of ``rgb`` with a rectangle outline drawn at ``[x1, y1, x2, y2]`` (pixels).
+
+    PLM marks a region in video by drawing a red rectangle 4 px wide on the frame at its
+    original resolution, before the resize to 448. The outline lies inside the box: columns
+    x1..x1+width-1 and x2-width+1..x2, and likewise for rows, clipped to the frame.
+    """
+    height, width_px = rgb.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, x2 = sorted((max(0, min(x1, width_px - 1)), max(0, min(x2, width_px - 1))))
+    y1, y2 = sorted((max(0, min(y1, height - 1)), max(0, min(y2, height - 1))))
+    out = rgb.copy()
+    w = max(1, int(width))
+    out[y1:min(y1 + w, y2 + 1), x1:x2 + 1] = color
+    out[max(y2 - w + 1, y1):y2 + 1, x1:x2 + 1] = color
+    out[y1:y2 + 1, x1:min(x1 + w, x2 + 1)] = color
+    out[y1:y2 + 1, max(x2 - w + 1, x1):x2 + 1] = color
+    return out
+
+
+class FrameImages:
+    """One decoded frame, turned into what PLM sees on demand.
+
+    ``plain()`` is the frame at PLM size; ``with_box(box)`` draws a region's rectangle on the
+    full-resolution upright frame and then resizes, as PLM's own pipeline does. Results are
+    computed once: a frame sampled twice (short clips) costs one conversion.
+    """
+
+    def __init__(self, full: Callable[[], np.ndarray], size: int,
+                 plain: Callable[[], np.ndarray] | None = None) -> None:
+        self._full_fn = full
+        self._plain_fn = plain
+        self._size = size
+        self._full: np.ndarray | None = None
+        self._plain: np.ndarray | None = None
+        self._boxed: dict[tuple[float, float, float, float], np.ndarray] = {}
+
+    def full(self) -> np.ndarray:
+        """The upright frame at its original resolution."""
+        if self._full is None:
+            self._full = self._full_fn()
+        return self._full
+
+    def plain(self) -> np.ndarray:
+        """The frame at PLM size."""
+        if self._plain is None:
+            self._plain = self._plain_fn() if self._plain_fn is not None else resize_exact(self.full(), self._size)
+        return self._plain
+
+    def with_box(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """The frame at PLM size with a red rectangle drawn at ``box`` before the resize."""
+        if box not in self._boxed:
+            self._boxed[box] = resize_exact(draw_box(self.full(), box), self._size)
+        return self._boxed[box]

@@ -11,7 +11,7 @@ import numpy as np
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, FrameCollector
-from transforms.decode.frames import apply_rotation, to_plm_frame
+from transforms.decode.frames import FrameImages, apply_rotation
 from transforms.probe.probing import open_container
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,16 @@ class PyAvDecoder:
         last_seen = None  # (time, av frame) of the last decoded frame, for end-of-stream padding
         last_t = None
 
-        def convert(frame) -> np.ndarray:
-            if config.resize == "decoder":
+        def convert(frame) -> FrameImages:
+            def full() -> np.ndarray:
+                return apply_rotation(frame.to_ndarray(format="rgb24"), info.rotation)
+
+            def in_decoder() -> np.ndarray:
                 rgb = frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BICUBIC")
                 return apply_rotation(rgb, info.rotation)
-            return to_plm_frame(frame.to_ndarray(format="rgb24"), info.rotation, size)
+
+            # Region boxes are always drawn on the full frame, so "decoder" mode only changes plain frames.
+            return FrameImages(full, size, in_decoder if config.resize == "decoder" else None)
 
         with open_container(info.uri) as container:
             stream = container.streams.video[0]

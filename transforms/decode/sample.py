@@ -7,8 +7,8 @@ import logging
 import apache_beam as beam
 
 from schemas.config import DecodeConfig
-from schemas.rows import RunContext
 from schemas.records import VideoClips
+from schemas.rows import RunContext
 from transforms.decode.base import decoder_for
 
 log = logging.getLogger(__name__)

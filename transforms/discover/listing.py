@@ -46,6 +46,23 @@ def _resolve(base_uri: str, uri: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(base_uri)), uri))
 
 
+def _csv_row(row: dict[str, str]) -> dict:
+    """A CSV row with empty cells dropped and JSON cells (questions, regions, tasks) decoded."""
+    out: dict = {}
+    for key, value in row.items():
+        if key is None or value is None or value == "":
+            continue
+        text = value.strip()
+        if key in ("questions", "regions", "tasks") and text[:1] in "[{":
+            try:
+                out[key] = json.loads(text)
+                continue
+            except json.JSONDecodeError:
+                pass
+        out[key] = value
+    return out
+
+
 def _manifest_records(uri: str) -> list[tuple[int, dict]]:
     data = storage.read_bytes(uri)
     lower = uri.lower()
@@ -62,7 +79,7 @@ def _manifest_records(uri: str) -> list[tuple[int, dict]]:
     if lower.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
         # Line 1 is the header, so data rows start at line 2.
-        return [(number, dict(row)) for number, row in enumerate(reader, start=2)]
+        return [(number, _csv_row(row)) for number, row in enumerate(reader, start=2)]
     table = pq.read_table(io.BytesIO(data))
     return [(number, row) for number, row in enumerate(table.to_pylist(), start=1)]
 

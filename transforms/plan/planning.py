@@ -9,8 +9,10 @@ import apache_beam as beam
 import numpy as np
 
 from schemas.config import ClipSpec
-from schemas.rows import RunContext
+from schemas.manifest import Question
 from schemas.records import ClipPlan, VideoClips, VideoInfo
+from schemas.rows import RunContext
+from transforms.plan.annotations import annotate_clips
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,12 @@ def merge_short(windows: list[tuple[float, float]], min_s: float) -> list[tuple[
 class PlanClips(beam.DoFn):
     """VideoInfo -> VideoClips; scene detection failures go to ``errors`` with stage ``plan``."""
 
-    def __init__(self, spec: ClipSpec, num_frames: int, run: RunContext) -> None:
+    def __init__(self, spec: ClipSpec, num_frames: int, run: RunContext,
+                 questions: tuple[Question, ...] = ()) -> None:
         self._spec = spec
         self._num_frames = num_frames
         self._run = run
+        self._questions = questions
 
     def process(self, info: VideoInfo):
         try:
@@ -106,7 +110,7 @@ class PlanClips(beam.DoFn):
                 from transforms.plan.scenes import detect_scene_cuts
 
                 cuts = detect_scene_cuts(info.uri, self._spec.scene_threshold)
-            clips = plan_clips(info, self._spec, self._num_frames, cuts)
+            clips = annotate_clips(info, plan_clips(info, self._spec, self._num_frames, cuts), self._questions)
             if not clips:
                 raise ValueError("no clip could be planned: the video has no frames in range")
         except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
 import av
 import numpy as np
 
-from schemas.rows import RunContext
 from schemas.records import VideoInfo, VideoInput
+from schemas.rows import RunContext
 from transforms import storage
 
 log = logging.getLogger(__name__)

