@@ -36,7 +36,7 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
         model = ensure_tiny_model()
     try:
         config = build_config(args, model)
-        summary = run_build(config, beam_options(beam_args), show_progress=not args.no_progress)
+        summary = run_build(config, beam_options(beam_args), show_progress=not args.no_progress, force=args.force)
     except (ValidationError, ManifestError, FileNotFoundError, ValueError) as exc:
         print(f"plm-index build: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +76,34 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     return cmd_search(search_args)
 
 
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    """``plm-index eval``: run PLM over a PLM-VideoBench annotation file and report its metrics."""
+    from pipeline.build import ensure_tiny_model
+    from pipeline.eval.job import EvalSettings, format_table, run_eval
+
+    if extra:
+        print(f"plm-index eval: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    model = args.model
+    if model is None:
+        print(TINY_WARNING, file=sys.stderr)
+        model = ensure_tiny_model()
+    output = args.output or f"eval-{args.task}.json"
+    settings = EvalSettings(task=args.task, data=args.data, model=model, video_root=args.video_root,
+                            metadata=args.metadata, judge=args.judge, judge_model=args.judge_model,
+                            judge_api_key_env=args.judge_api_key_env or None, limit=args.limit,
+                            output=output, max_new_tokens=args.max_new_tokens, device=args.device,
+                            show_progress=not args.no_progress)
+    try:
+        report = run_eval(settings)
+    except (FileNotFoundError, ValueError) as exc:  # AnnotationError and EvalError are ValueErrors
+        print(f"plm-index eval: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    print(f"report: {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     from pipeline.options import add_build_flags
@@ -96,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default=None)
     demo.add_argument("--model", default=None)
     demo.add_argument("--query", default="person pours water into a cup")
+    evaluate = commands.add_parser("eval", help="score PLM on a PLM-VideoBench annotation file")
+    evaluate.add_argument("--task", required=True, choices=["fgqa", "rtloc", "rdcap", "rcap", "sgqa"])
+    evaluate.add_argument("--data", required=True, help="annotation file: JSONL rows with the published fields")
+    evaluate.add_argument("--model", default=None, help="checkpoint folder, gs:// folder or hub id")
+    evaluate.add_argument("--video-root", default=None,
+                          help="folder the rows' videos are relative to (default: the annotation file's)")
+    evaluate.add_argument("--metadata", default=None,
+                          help="region boxes (published metadata_test.jsonl) for rows without a bbox")
+    evaluate.add_argument("--judge", default=None,
+                          help="'exact' (offline exact-match stand-in) or an OpenAI-compatible URL")
+    evaluate.add_argument("--judge-model", default="Llama-3.3-70B-Instruct")
+    evaluate.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
+                          help="environment variable holding the judge's API key ('' for none)")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+    evaluate.add_argument("--output", default=None, help="report JSON (default: eval-TASK.json)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -110,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_build(args, beam_args)
     if args.command == "search":
         return cmd_search(args)
+    if args.command == "eval":
+        return cmd_eval(args, beam_args)
     return cmd_demo(args, beam_args)
 
 

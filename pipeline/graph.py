@@ -16,6 +16,7 @@ from transforms.probe import ProbeVideos
 from transforms.progress import ReportProgress
 from transforms.prompt import build_prompt, expand_tasks
 from transforms.write import WriteTable
+from transforms.write.settle import SettleVideos
 
 
 def make_handler(config: BuildConfig, model_path: str) -> PlmModelHandler:
@@ -25,13 +26,17 @@ def make_handler(config: BuildConfig, model_path: str) -> PlmModelHandler:
 
 
 def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, videos: list[VideoInput],
-             model_path: str, progress_file: str | None = None) -> None:
-    """Compose the build's transforms on ``p``."""
+             model_path: str, progress_file: str | None = None, done_ids: frozenset[str] = frozenset()) -> None:
+    """Compose the build's transforms on ``p``.
+
+    ``done_ids`` are the content ids already indexed with the same settings: they are skipped.
+    """
     inputs = (p
               | "Inputs" >> beam.Create(videos)
               # Spread videos over workers: each one is a lot of work.
               | "Distribute" >> beam.Reshuffle())
-    probed = inputs | "Probe" >> beam.ParDo(ProbeVideos(run)).with_outputs("errors", main="videos")
+    probed = inputs | "Probe" >> beam.ParDo(ProbeVideos(run, done_ids)).with_outputs(
+        "errors", "skipped", main="videos")
     planned = probed.videos | "Plan" >> beam.ParDo(
         PlanClips(config.clips, config.decode.num_frames, run, config.questions)).with_outputs("errors", main="clips")
     decoded = planned.clips | "Decode" >> beam.ParDo(SampleFrames(config.decode, run)).with_outputs(
@@ -51,6 +56,7 @@ def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, videos: lis
     video_rows = planned.clips | "VideoRows" >> beam.Map(lambda v: run.video_row(v.info, len(v.clips)))
 
     segments = parsed.segments | "Progress" >> beam.ParDo(ReportProgress("segments", progress_file))
-    segments | "WriteSegments" >> WriteTable(config.output, run.run_id, "segments")
-    video_rows | "WriteVideos" >> WriteTable(config.output, run.run_id, "videos")
-    errors | "WriteErrors" >> WriteTable(config.output, run.run_id, "errors")
+    settled = {"segments": segments, "videos": video_rows, "errors": errors} | "Settle" >> SettleVideos()
+    settled.segments | "WriteSegments" >> WriteTable(config.output, run.run_id, "segments")
+    settled.videos | "WriteVideos" >> WriteTable(config.output, run.run_id, "videos")
+    settled.errors | "WriteErrors" >> WriteTable(config.output, run.run_id, "errors")

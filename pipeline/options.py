@@ -36,6 +36,8 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--force", action="store_true",
+                        help="redo videos already indexed with the same settings (default: skip them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

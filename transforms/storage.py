@@ -7,7 +7,7 @@ truncated bodies) are retried with exponential backoff and full jitter for a bou
 attempts; permanent ones (404, 403, other 4xx, bad arguments) are raised at once.
 
 gcsfs brings its own per-request retry loop (6 tries, sleeping up to ~32 s each). Stacked under
-ours it would multiply attempts (6 x 8) and hide faults from the policy, so ``gs://`` URLs use
+ours it would multiply attempts (6 x 10) and hide faults from the policy, so ``gs://`` URLs use
 :class:`SingleAttemptGCSFileSystem`, the core gcsfs JSON-API filesystem with that loop removed:
 one HTTP attempt per call, and retries, waits and limits are the ones documented here. (aiohttp
 may still resend an idempotent request once when a reused keep-alive connection turns out closed.)
@@ -51,10 +51,11 @@ class RetryPolicy:
 
     Attempt ``n`` (from 1) that fails transiently is followed by a sleep drawn uniformly from
     ``[0, min(max_wait_s, initial_wait_s * 2 ** (n - 1))]``. With the defaults an operation is
-    tried at most 8 times and sleeps at most 0.5+1+2+4+8+16+30 = 61.5 s in all.
+    tried at most 10 times and sleeps at most 0.5+1+2+4+8+16+30+30+30 = 121.5 s in all (about
+    the 120 s retry deadline google-cloud-storage uses), 61 s on average when every try fails.
     """
 
-    max_attempts: int = 8
+    max_attempts: int = 10
     initial_wait_s: float = 0.5
     max_wait_s: float = 30.0
 
@@ -271,13 +272,18 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
     return fs.cat_file(path, start=start, end=end)
 
 
-class RetryingReader(io.RawIOBase):
-    """A seekable binary reader over an fsspec file whose every read is retried.
+class TruncatedRead(ConnectionError):
+    """A ranged read returned fewer bytes than asked for (a cut-off body): transient."""
 
-    fsspec files fetch blocks lazily, so network errors surface in later ``read`` calls (PyAV
-    reads a video through them). This wrapper keeps its own position; a read that fails
-    transiently re-opens the file (a fresh handle and block cache), seeks back and tries again
-    under :data:`POLICY`. Seeks and ``tell`` are local and never touch the network.
+
+class RetryingReader(io.RawIOBase):
+    """A seekable binary reader over a remote file whose every network read is retried.
+
+    PyAV (and decord staging, and model downloads) read remote videos through this object long
+    after it was opened, so the retries must sit here, not only around ``open``. It reads aligned
+    blocks of ``block_size`` bytes with explicit ranged GETs (``bytes=start-end``; no suffix
+    ranges), one HTTP request per attempt, each under :data:`POLICY`, and keeps the two most
+    recent blocks. Seeks and ``tell`` are local and never touch the network.
     """
 
     def __init__(self, uri: str, block_size: int = READ_BLOCK_SIZE) -> None:
@@ -286,32 +292,28 @@ class RetryingReader(io.RawIOBase):
         self._fs, self._path = filesystem(uri)
         self._block_size = block_size
         self._pos = 0
-        self._file: Any = None
-        self._size = with_retries(self._open)
+        self._blocks: dict[int, bytes] = {}
+        self._size = with_retries(lambda: int(self._fs.size(self._path)))
 
-    def _open(self) -> int:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except Exception:  # noqa: BLE001 - a broken handle is being replaced anyway
-                pass
-            self._file = None
-        self._file = self._fs.open(self._path, "rb", block_size=self._block_size)
-        return int(self._file.size)
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is not None:
+            return block
+        start = index * self._block_size
+        end = min(self._size, start + self._block_size)
 
-    def _read_at(self, position: int, size: int) -> bytes:
-        def attempt() -> bytes:
-            if self._file is None:
-                self._open()
-            try:
-                self._file.seek(position)
-                return self._file.read(size)
-            except BaseException:
-                self._file = None  # re-open on the next attempt; the old handle may be inconsistent
-                raise
+        def fetch() -> bytes:
+            data = self._fs.cat_file(self._path, start=start, end=end)
+            if len(data) != end - start:
+                raise TruncatedRead(f"got {len(data)} of {end - start} bytes at offset {start} of {self.name}")
+            return data
 
-        attempt.__qualname__ = f"read of {self.name}"
-        return with_retries(attempt)
+        fetch.__qualname__ = f"read of {self.name} [{start}, {end})"
+        block = with_retries(fetch)
+        if len(self._blocks) >= 2:
+            self._blocks.pop(next(iter(self._blocks)))
+        self._blocks[index] = block
+        return block
 
     @property
     def size(self) -> int:
@@ -345,12 +347,16 @@ class RetryingReader(io.RawIOBase):
         if self.closed:
             raise ValueError("read of a closed file")
         if size is None or size < 0:
-            size = max(0, self._size - self._pos)
-        if size == 0 or self._pos >= self._size:
-            return b""
-        data = self._read_at(self._pos, min(size, self._size - self._pos))
-        self._pos += len(data)
-        return data
+            size = self._size - self._pos
+        end = min(self._size, self._pos + size)
+        parts = []
+        while self._pos < end:
+            index, offset = divmod(self._pos, self._block_size)
+            block = self._block(index)
+            piece = block[offset:offset + end - self._pos]
+            parts.append(piece)
+            self._pos += len(piece)
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -362,11 +368,7 @@ class RetryingReader(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            finally:
-                self._file = None
+        self._blocks = {}
         super().close()
 
 

@@ -73,7 +73,7 @@ def test_errors_and_accounting(fnapi_index) -> None:
     errors = read_index_table(output, "errors").to_pylist()
     assert [(Path(e["uri"]).name, e["stage"]) for e in errors] == [("broken.mp4", "probe")]
     assert errors[0]["error_class"] == "ProbeError" and errors[0]["message"]
-    assert (summary.inputs, summary.indexed, summary.failed, summary.skipped) == (3, 2, 1, 1)
+    assert (summary.inputs, summary.indexed, summary.failed, summary.skipped, summary.ignored) == (3, 2, 1, 0, 1)
     marker = complete_runs(output)[0]
     assert marker["accounting_line"] == summary.line()
     videos = read_index_table(output, "videos").to_pylist()

@@ -29,7 +29,7 @@ def test_build_from_and_to_gcs(gcs_emulator, video_folder: Path, tiny_model: str
     config = BuildConfig(input=f"gs://{bucket}/in", output=output, clips=ClipSpec.parse("fixed:4"),
                          model=ModelConfig(model=tiny_model, max_new_tokens=6, torch_threads=2))
     summary = run_build(config, beam_options([]))
-    assert (summary.inputs, summary.indexed, summary.failed, summary.skipped) == (3, 2, 1, 1)
+    assert (summary.inputs, summary.indexed, summary.failed, summary.skipped, summary.ignored) == (3, 2, 1, 0, 1)
     segments = read_index_table(output, "segments").to_pylist()
     assert sorted({r["uri"] for r in segments}) == [f"gs://{bucket}/in/a.mp4", f"gs://{bucket}/in/sub/b.mkv"]
     a_clips = sorted((r["start_s"], r["end_s"]) for r in segments if r["uri"].endswith("a.mp4"))

@@ -88,7 +88,7 @@ class FrameCollector:
         if self._decoded > self._config.max_decoded_frames:
             raise DecodeTimeout(f"decoded more than {self._config.max_decoded_frames} frames (the frame cap)")
         if time.monotonic() > self._deadline:
-            raise DecodeTimeout(f"decoding took longer than the {self._config.timeout_s:.0f} s limit")
+            raise DecodeTimeout(f"decoding took longer than the {self._config.timeout_s:g} s limit")
 
     def wants(self, t: float) -> bool:
         """Whether the frame starting at ``t`` (s) fills the next planned sample."""

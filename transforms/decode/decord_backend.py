@@ -24,7 +24,7 @@ from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms import storage
 from transforms.decode.base import DecodeError, DecodeTimeout
-from transforms.decode.frames import FrameImages, apply_rotation
+from transforms.decode.frames import FrameImages
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,23 @@ def _decode_in_child(path: str, video: VideoClips, config: DecodeConfig, out: mp
 
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=config.threads or 0)
         count = len(reader)
+        if count > config.max_decoded_frames:
+            raise DecodeTimeout(f"the video has {count} frames, more than the frame cap of {config.max_decoded_frames}")
         starts = np.asarray(reader.get_frame_timestamp(np.arange(count))[:, 0], dtype=np.float64)
         starts -= starts[0] if count else 0.0
         size = config.frame_size
         for clip in video.clips:
-            # Match planned times to decord's own frame times, never to t * fps.
-            wanted = np.clip(np.searchsorted(starts, np.asarray(clip.sample_times) - 1e-6), 0, count - 1)
+            # Match planned times to decord's own frame times (float32 seconds), never to t * fps:
+            # the nearest frame start.
+            planned = np.asarray(clip.sample_times)
+            right = np.clip(np.searchsorted(starts, planned), 1, count - 1)
+            wanted = np.where(np.abs(starts[right - 1] - planned) <= np.abs(starts[right] - planned), right - 1, right)
+            wanted = np.clip(wanted, 0, count - 1)
             unique = sorted({int(i) for i in wanted})
             by_index = dict(zip(unique, reader.get_batch(unique).asnumpy(), strict=True))
-            images = {i: FrameImages(partial(apply_rotation, by_index[i], video.info.rotation), size,
-                                     partial(_decoder_resize, by_index[i], video.info.rotation, size)
+            # decord applies the display matrix itself (its frames come out upright): rotation 0 here.
+            images = {i: FrameImages(partial(np.asarray, by_index[i]), size,
+                                     partial(_decoder_resize, by_index[i], size)
                                      if config.resize == "decoder" else None) for i in unique}
             frames = [images[int(i)].plain() for i in wanted]
             regions = tuple(
@@ -68,12 +75,12 @@ def _decode_in_child(path: str, video: VideoClips, config: DecodeConfig, out: mp
         out.put((_ERROR, type(exc).__name__, str(exc), None))
 
 
-def _decoder_resize(rgb: np.ndarray, rotation: int, size: int) -> np.ndarray:
+def _decoder_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """decord's counterpart of resizing in the decoder: a plain bicubic interpolation."""
     import torch
     import torch.nn.functional as functional
 
-    tensor = torch.from_numpy(np.ascontiguousarray(apply_rotation(rgb, rotation))).permute(2, 0, 1)[None].float()
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     out = functional.interpolate(tensor, size=(size, size), mode="bicubic", align_corners=False)
     return out.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
@@ -101,7 +108,7 @@ class DecordDecoder:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise DecodeTimeout(f"decord took longer than the {config.timeout_s:.0f} s limit; "
+                    raise DecodeTimeout(f"decord took longer than the {config.timeout_s:g} s limit; "
                                         "the child process was killed")
                 try:
                     kind, a, b, frames = results.get(timeout=min(remaining, 5.0))
@@ -112,7 +119,7 @@ class DecordDecoder:
                 if kind == _DONE:
                     return
                 if kind == _ERROR:
-                    raise DecodeError(f"decord failed: {a}: {b}")
+                    raise (DecodeTimeout if a == "DecodeTimeout" else DecodeError)(f"decord failed: {a}: {b}")
                 clip = clips[a]
                 plain, regions = frames
                 if b != clip.sample_times:

@@ -35,10 +35,15 @@ def _is_video(uri: str) -> bool:
     return uri.lower().endswith(VIDEO_SUFFIXES)
 
 
+def _local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
 def _resolve(base_uri: str, uri: str) -> str:
     """Resolve a manifest entry relative to the manifest's folder."""
-    if storage.is_remote(uri) or uri.startswith("/"):
+    if storage.is_remote(uri) or uri.startswith(("/", "file://")):
         return uri
+    base_uri = _local_path(base_uri)
     if storage.is_remote(base_uri):
         return posixpath.join(posixpath.dirname(base_uri), uri)
     import os
@@ -68,7 +73,8 @@ def _manifest_records(uri: str) -> list[tuple[int, dict]]:
     lower = uri.lower()
     if lower.endswith(".jsonl"):
         records = []
-        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        # split("\n"), not splitlines(): U+2028 and friends may appear inside JSON strings.
+        for number, line in enumerate(data.decode("utf-8").split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -77,9 +83,13 @@ def _manifest_records(uri: str) -> list[tuple[int, dict]]:
                 records.append((number, {"__error__": f"not valid JSON: {exc.msg}"}))
         return records
     if lower.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
-        # Line 1 is the header, so data rows start at line 2.
-        return [(number, _csv_row(row)) for number, row in enumerate(reader, start=2)]
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+        rows = []
+        start = 2  # line 1 is the header; a quoted field may span lines, so count lines, not rows
+        for row in reader:
+            rows.append((start, _csv_row(row)))
+            start = reader.line_num + 1
+        return rows
     table = pq.read_table(io.BytesIO(data))
     return [(number, row) for number, row in enumerate(table.to_pylist(), start=1)]
 

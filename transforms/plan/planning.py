@@ -35,7 +35,7 @@ def fixed_windows(duration_s: float, window_s: float) -> list[tuple[float, float
     if duration_s <= window_s:
         return [(0.0, duration_s)]
     count = math.ceil(duration_s / window_s - 1e-9)
-    return [(i * window_s, min((i + 1) * window_s, duration_s)) for i in range(count)]
+    return [(i * window_s, duration_s if i == count - 1 else (i + 1) * window_s) for i in range(count)]
 
 
 def split_long(windows: list[tuple[float, float]], max_s: float) -> list[tuple[float, float]]:

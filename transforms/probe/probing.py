@@ -86,17 +86,22 @@ def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int]
     return times, float(end_s), base
 
 
-def probe_video(video: VideoInput) -> VideoInfo:
-    """Probe one video: size, content id, duration, fps, frames, resolution, rotation, codec."""
-    size = storage.size_of(video.uri)
+def identify(uri: str) -> tuple[int, str]:
+    """A video's size and content id, from at most 3 MiB of reads."""
+    size = storage.size_of(uri)
     if size == 0:
-        raise ProbeError("the file is empty (0 bytes)")
-    video_id = content_video_id(video.uri, size)
+        raise ProbeError("the file is empty (0 bytes): re-copy it from its source")
+    return size, content_video_id(uri, size)
+
+
+def probe_video(video: VideoInput, identity: tuple[int, str] | None = None) -> VideoInfo:
+    """Probe one video: size, content id, duration, fps, frames, resolution, rotation, codec."""
+    size, video_id = identity or identify(video.uri)
     try:
         with open_container(video.uri) as container:
             if not container.streams.video:
                 kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-                raise ProbeError(f"no video stream (streams found: {kinds})")
+                raise ProbeError(f"no video stream (streams found: {kinds}); nothing to index in this file")
             stream = container.streams.video[0]
             codec = stream.codec_context.name
             width, height = int(stream.codec_context.width), int(stream.codec_context.height)
@@ -114,7 +119,7 @@ def probe_video(video: VideoInput) -> VideoInfo:
             times, end_s, first_pts = frame_times_of(container, stream)
             time_base = float(stream.time_base)
     except av.error.FFmpegError as exc:
-        raise ProbeError(f"not a readable video: {exc}") from exc
+        raise ProbeError(f"not a readable video ({exc}); check the file is a complete video") from exc
     duration = end_s
     fps = (len(times) - 1) / times[-1] if len(times) > 1 and times[-1] > 0 else float(stream.average_rate or 0)
     if rotation in (90, 270):
@@ -126,17 +131,29 @@ def probe_video(video: VideoInput) -> VideoInfo:
 
 
 class ProbeVideos(beam.DoFn):
-    """VideoInput -> VideoInfo; failures go to the ``errors`` output with stage ``probe``."""
+    """VideoInput -> VideoInfo; failures go to the ``errors`` output with stage ``probe``.
 
-    def __init__(self, run: RunContext) -> None:
+    A video whose content id is in ``done_ids`` (indexed before with the same settings) is not
+    probed again: it is counted as skipped and goes to the ``skipped`` output.
+    """
+
+    def __init__(self, run: RunContext, done_ids: frozenset[str] = frozenset()) -> None:
         self._run = run
+        self._done_ids = done_ids
 
     def process(self, video: VideoInput):
+        video_id = None
         try:
-            info = probe_video(video)
+            identity = identify(video.uri)
+            video_id = identity[1]
+            if video_id in self._done_ids:
+                beam.metrics.Metrics.counter("plm_index", "videos_skipped").inc()
+                yield beam.pvalue.TaggedOutput("skipped", video.uri)
+                return
+            info = probe_video(video, identity)
         except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
             log.warning("probe failed for %s: %s", video.uri, exc)
-            yield beam.pvalue.TaggedOutput("errors", self._run.error_row(video.uri, None, None, "probe", exc))
+            yield beam.pvalue.TaggedOutput("errors", self._run.error_row(video.uri, video_id, None, "probe", exc))
             return
         beam.metrics.Metrics.counter("plm_index", "videos_probed").inc()
         yield info

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.tables import TABLES
@@ -67,3 +68,42 @@ def read_index_table(output: str, table: str, runs: list[dict[str, Any]] | None 
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts)
+
+
+def indexed_video_ids(output: str, settings_hash: str) -> frozenset[str]:
+    """Content ids of the videos that complete runs indexed with ``settings_hash``."""
+    if not storage.exists(output):
+        return frozenset()
+    videos = read_index_table(output, "videos")
+    mask = pc.equal(videos.column("settings_hash"), settings_hash)
+    return frozenset(videos.filter(mask).column("video_id").to_pylist())
+
+
+def read_current(output: str, table: str) -> pa.Table:
+    """A table as the index stands now, each row once, over every complete run.
+
+    A video indexed by several runs with the same settings (a ``--force`` rerun, say) counts
+    with its newest run's rows only; an error counts only if no later run indexed that video.
+    """
+    runs = complete_runs(output)
+    order = {marker["run_id"]: position for position, marker in enumerate(runs)}
+    videos = read_index_table(output, "videos", runs).to_pylist()
+    newest: dict[tuple[str, str], int] = {}
+    indexed_at: dict[str, int] = {}
+    for row in videos:
+        key = (row["video_id"], row["settings_hash"])
+        newest[key] = max(newest.get(key, -1), order[row["run_id"]])
+        indexed_at[row["uri"]] = max(indexed_at.get(row["uri"], -1), order[row["run_id"]])
+    rows = read_index_table(output, table, runs)
+    if table == "errors":
+        errors = rows.to_pylist()
+        latest_error: dict[str, int] = {}
+        for row in errors:
+            latest_error[row["uri"]] = max(latest_error.get(row["uri"], -1), order[row["run_id"]])
+        keep = [order[r["run_id"]] == latest_error[r["uri"]] > indexed_at.get(r["uri"], -1) for r in errors]
+    else:
+        keep = [order[run_id] == newest.get((video_id, settings), -2)
+                for run_id, video_id, settings in zip(rows.column("run_id").to_pylist(),
+                                                      rows.column("video_id").to_pylist(),
+                                                      rows.column("settings_hash").to_pylist(), strict=True)]
+    return rows.filter(pa.array(keep, type=pa.bool_())) if rows.num_rows else rows

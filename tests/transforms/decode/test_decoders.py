@@ -16,20 +16,13 @@ from pipeline.demo import ffmpeg_binary
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.records import ClipFrames, VideoClips, VideoInput
 from transforms.decode.base import DecodeError, DecodeTimeout, FrameCollector, decoder_for
-from transforms.decode.frames import resize_exact
+from transforms.decode.frames import FrameImages, resize_exact
 from transforms.plan.planning import plan_clips
 from transforms.probe.probing import probe_video
 
 BACKENDS = ["pyav", "decord"]
 SIZE = 448
 N = 32
-
-DECORD_DOUBLE_ROTATION = (
-    "decord 0.6.0 already returns display-rotated frames; decord_backend.py applies the rotation again")
-DECORD_FLOAT32_TIMES = (
-    "decord_backend.py matches planned times to decord's float32 frame timestamps with a 1e-6 tolerance; "
-    "past ~30 s float32 rounding exceeds it and the next frame is picked")
-DECORD_NO_FRAME_CAP = "decord_backend.py ignores DecodeConfig.max_decoded_frames"
 
 
 @dataclass
@@ -113,8 +106,7 @@ def test_frames_and_sample_times(backend: str, video_name: str, decode: Callable
             assert clip_frames.clip == clip  # the very frames planned: nothing substituted
 
 
-@pytest.mark.parametrize("backend", [
-    "pyav", pytest.param("decord", marks=pytest.mark.xfail(strict=True, reason=DECORD_FLOAT32_TIMES))])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sample_times_past_30_seconds(backend: str, long_video: Path, decode: Callable[..., Outcome]) -> None:
     outcome = decode(long_video, backend, window_s=30.0, frame_size=64)
     assert outcome.error is None
@@ -126,8 +118,7 @@ def test_sample_times_past_30_seconds(backend: str, long_video: Path, decode: Ca
                                  f"{used[wrong].tolist()} instead of {np.asarray(clip.sample_times)[wrong].tolist()}")
 
 
-@pytest.mark.parametrize("backend", [
-    "pyav", pytest.param("decord", marks=pytest.mark.xfail(strict=True, reason=DECORD_DOUBLE_ROTATION))])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_rotation_matches_ffmpeg_autorotation(backend: str, rotated_video: Path,
                                               decode: Callable[..., Outcome]) -> None:
     outcome = decode(rotated_video, backend)
@@ -191,8 +182,7 @@ def test_tiny_time_limit_raises_decode_timeout(backend: str, main_video: Path) -
     assert "limit" in str(outcome.error)
 
 
-@pytest.mark.parametrize("backend", [
-    "pyav", pytest.param("decord", marks=pytest.mark.xfail(strict=True, reason=DECORD_NO_FRAME_CAP))])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_frame_cap_raises_decode_timeout(backend: str, short_video: Path,
                                               decode: Callable[..., Outcome]) -> None:
     outcome = decode(short_video, backend, max_decoded_frames=5)
@@ -233,8 +223,10 @@ def test_pyav_releases_each_clip_before_decoding_on(main_video: Path) -> None:
 # FrameCollector, fed with real frame times and tiny frames that carry their own index.
 
 
-def tagged(index: int) -> np.ndarray:
-    return np.array([[index]], dtype=np.int64)
+def tagged(index: int) -> FrameImages:
+    """A one-pixel "frame" whose value is its index, already at the (1x1) target size."""
+    pixel = np.array([[index]], dtype=np.int64)
+    return FrameImages(lambda: pixel, size=1, plain=lambda: pixel)
 
 
 @pytest.fixture(scope="module")

@@ -150,8 +150,6 @@ def test_bad_parquet_rows_are_named_by_row(tmp_path: Path) -> None:
         load_manifest(str(manifest))
 
 
-@pytest.mark.xfail(strict=True, reason="listing._resolve treats file:// URIs as relative paths and joins them "
-                                       "onto the manifest's folder")
 def test_file_uris_in_a_manifest_are_kept(tmp_path: Path) -> None:
     video = tmp_path / "videos" / "v.mp4"
     manifest = tmp_path / "lists" / "list.jsonl"
@@ -162,8 +160,6 @@ def test_file_uris_in_a_manifest_are_kept(tmp_path: Path) -> None:
     assert [v.uri for v in load_manifest(f"file://{manifest}")][1] == str(video)
 
 
-@pytest.mark.xfail(strict=True, reason="listing._manifest_records splits JSONL with str.splitlines(), which also "
-                                       "breaks lines at U+2028/U+2029/U+0085 inside JSON strings")
 def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path: Path) -> None:
     manifest = tmp_path / "unicode.jsonl"
     row = {"uri": "a.mp4", "title": "first\u2028second\u0085third"}
@@ -174,8 +170,6 @@ def test_jsonl_rows_may_hold_unicode_line_separators(tmp_path: Path) -> None:
     assert extras_of(videos[0], "title") == {"title": row["title"]}
 
 
-@pytest.mark.xfail(strict=True, reason="listing._manifest_records numbers CSV rows, not lines: a quoted field "
-                                       "spanning lines shifts every later line number")
 def test_csv_line_numbers_count_multiline_fields(tmp_path: Path) -> None:
     manifest = tmp_path / "multiline.csv"
     manifest.write_text('uri,notes\na.mp4,"two\nlines"\n,bad\n')  # the bad row is on line 4

@@ -1,0 +1,143 @@
+"""The fine-grained tasks through the build: questions and regions from a manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.build import run_build
+from pipeline.demo import make_video
+from pipeline.options import beam_options
+from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
+from schemas.manifest import ManifestRow, Question
+from schemas.records import ClipPrompt, VideoClips, VideoInput
+from schemas.rows import RunContext
+from transforms.decode import decoder_for
+from transforms.parse.outputs import PARSERS
+from transforms.plan import plan_clips
+from transforms.plan.annotations import annotate_clips
+from transforms.probe import probe_video
+from transforms.prompt import build_prompt, expand_tasks
+from transforms.write import read_index_table
+
+RUN = RunContext("r", "s", "m", "{}", "0", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+
+
+@pytest.fixture(scope="module")
+def black_video(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("black") / "black.mp4"
+    return make_video(str(path), "color=c=black:size=320x240:rate=25", 4)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory, black_video: str) -> Path:
+    folder = tmp_path_factory.mktemp("manifest")
+    row = {
+        "uri": black_video,
+        "questions": [
+            {"question": "What does the person do?", "options": ["cut", "pour", "stir"], "answer": "B"},
+            {"question": "Where did I put the keys?", "start_s": 0, "end_s": 2},
+        ],
+        "regions": [
+            {"region_id": "cup", "caption": "the cup is lifted", "box": [40, 40, 200, 160],
+             "start_s": 1.0, "end_s": 3.0},
+            {"region_id": "hand", "boxes_by_frame": {str(i): [10, 10, 100, 100] for i in range(0, 50)}},
+        ],
+    }
+    path = folder / "m.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    return path
+
+
+def clip_with_annotations(black_video: str, manifest: Path):
+    extras = ManifestRow.model_validate(json.loads(manifest.read_text())).extras()
+    info = probe_video(VideoInput(black_video, json.dumps(extras)))
+    return info, annotate_clips(info, plan_clips(info, ClipSpec.parse("fixed:4"), 32))
+
+
+def test_all_five_tasks_run_through_build(tmp_path: Path, manifest: Path, tiny_model: str) -> None:
+    config = BuildConfig(input=str(manifest), output=str(tmp_path / "idx"), clips=ClipSpec.parse("fixed:4"),
+                         model=ModelConfig(model=tiny_model, max_new_tokens=8, torch_threads=2),
+                         tasks=("caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap"))
+    summary = run_build(config, beam_options([]))
+    assert (summary.inputs, summary.indexed, summary.failed) == (1, 1, 0)
+    rows = read_index_table(str(tmp_path / "idx"), "segments").to_pylist()
+    tasks = {r["task"] for r in rows}
+    assert tasks == {"caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap"}
+    for row in rows:
+        assert 0.0 <= row["start_s"] <= row["end_s"] <= 4.0, row
+        assert row["raw_output"] is not None
+    fgqa = next(r for r in rows if r["task"] == "fgqa")
+    assert fgqa["options"] == ["cut", "pour", "stir"] and fgqa["answer_option"] == 1
+    assert fgqa["prompt"].startswith("Question: What does the person do?\nOptions:\n(A) cut\n(B) pour\n(C) stir")
+    assert (fgqa["chosen_option"] is None) == (fgqa["parse_error"] is not None)
+    rcap = {r["region_id"]: r for r in rows if r["task"] == "rcap"}
+    assert set(rcap) == {"cup", "hand"}
+    # The cup's box covers 1.0-3.0 s: its rcap row spans exactly the sampled frames inside that range.
+    cup = rcap["cup"]
+    times = cup["frame_timestamps"]
+    inside = [k for k, t in enumerate(times) if 1.0 <= t + 1e-6 < 3.0]
+    assert (cup["start_frame"], cup["end_frame"]) == (inside[0], inside[-1])
+    assert cup["start_s"] == pytest.approx(times[inside[0]])
+    assert [b["frame"] for b in cup["region_boxes"]] == inside
+    assert f"within frames [{inside[0]}, {inside[-1]}] in this 32 frame video." in cup["prompt"]
+    rtloc = [r for r in rows if r["task"] == "rtloc"]
+    assert [r["region_id"] for r in rtloc] == ["cup"]  # the hand region has no caption to localise
+
+
+def test_rtloc_and_rdcap_answers_become_seconds(black_video: str, manifest: Path) -> None:
+    info, clips = clip_with_annotations(black_video, manifest)
+    clip = clips[0]
+    prompt = ClipPrompt(clip, np.zeros((32, 448, 448, 3), np.uint8), "rtloc", "p", 16, region_id="cup")
+    row = PARSERS["rtloc"](RUN, prompt, "The action happens in [20, 5] I think.")[0]
+    # Reversed range is swapped; start maps to frame 5's start, end to the end of frame 20's interval.
+    assert (row["start_frame"], row["end_frame"]) == (5, 20)
+    assert row["start_s"] == clip.sample_times[5] and row["end_s"] == clip.sample_end_times[20]
+    assert row["end_s"] > clip.sample_times[20]
+    clamped = PARSERS["rtloc"](RUN, prompt, "[3, 40]")[0]
+    assert clamped["end_frame"] == 31 and clamped["clamped"] is True and clamped["raw_end_frame"] == 40
+    assert clamped["end_s"] == clip.sample_end_times[31]
+    garbage = PARSERS["rtloc"](RUN, prompt, "no idea")[0]
+    assert garbage["parse_error"] and garbage["raw_output"] == "no idea"
+    dense = PARSERS["rdcap"](RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"),
+                             "[0, 9]: picks up the cup\n[10, 31]: drinks")
+    assert [(r["start_s"], r["end_s"], r["text"]) for r in dense] == [
+        (clip.sample_times[0], clip.sample_end_times[9], "picks up the cup"),
+        (clip.sample_times[10], clip.sample_end_times[31], "drinks")]
+    empty = PARSERS["rdcap"](RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"), "")
+    assert len(empty) == 1 and empty[0]["parse_error"]
+
+
+def test_red_box_is_drawn_on_region_frames_only(black_video: str, manifest: Path) -> None:
+    info, clips = clip_with_annotations(black_video, manifest)
+    decoded = next(iter(decoder_for(DecodeConfig()).decode(VideoClips(info, tuple(clips)), DecodeConfig())))
+    cup = decoded.frames_for("cup")
+    region = next(r for r in decoded.clip.regions if r.region_id == "cup")
+    scale_x, scale_y = 448 / 320, 448 / 240
+    for k, box in enumerate(region.boxes):
+        frame = cup[k].astype(int)
+        if box is None:
+            assert np.array_equal(cup[k], decoded.frames[k]), "frames without a box must stay untouched"
+            continue
+        # Middle of the left edge (x1 + 2 px, inside the 4 px outline), scaled to 448.
+        x, y = int((box[0] + 2) * scale_x), int((box[1] + box[3]) / 2 * scale_y)
+        assert frame[y, x, 0] > 150 and frame[y, x, 1] < 60, frame[y, x]
+        cx, cy = int((box[0] + box[2]) / 2 * scale_x), int((box[1] + box[3]) / 2 * scale_y)
+        assert frame[cy, cx].max() < 40, "the box interior stays black"
+    assert not np.any(decoded.frames[..., 0] > 100), "plain frames carry no box"
+
+
+def test_cli_question_applies_to_every_clip(black_video: str) -> None:
+    info = probe_video(VideoInput(black_video))
+    clips = annotate_clips(info, plan_clips(info, ClipSpec.parse("fixed:2"), 32),
+                           (Question(question="Is it dark?", options=["yes", "no"]),))
+    assert len(clips) == 2 and all(len(c.questions) == 1 for c in clips)
+    decoded = list(decoder_for(DecodeConfig()).decode(VideoClips(info, tuple(clips)), DecodeConfig()))
+    prompts = [build_prompt(t) for d in decoded for t in expand_tasks(d, ("fgqa",), 8)]
+    assert [p.prompt for p in prompts] == [
+        "Question: Is it dark?\nOptions:\n(A) yes\n(B) no\nOnly give the best option.{answer}"] * 2
+    assert all(p.max_new_tokens == 16 for p in prompts)
