@@ -206,14 +206,8 @@ def clip_plan(info: VideoInfo, positions: list[int]) -> ClipPlan:
 
 
 def draw_region(rgb: np.ndarray, box: Box) -> np.ndarray:
-    """Draw the region box as the benchmark does: coordinates truncated to int, then a 4 px outline.
-
-    lmms-eval draws with PIL's ``ImageDraw.rectangle(..., width=4)`` and perception_models with
-    torchvision's ``draw_bounding_boxes`` (which casts the box to int64 and calls the same PIL
-    rectangle); both truncate fractional coordinates, so they are truncated here before
-    ``draw_box``, whose outline then matches PIL's for boxes inside the frame.
-    """
-    return draw_box(rgb, tuple(float(int(v)) for v in box))
+    """Draw the region box as the benchmark does (PIL's 4 px rectangle; see ``draw_box``)."""
+    return draw_box(rgb, box)
 
 
 def prepare_frame(rgb: np.ndarray, rotation: int, box: Box | None, size: int = FRAME_SIZE) -> np.ndarray:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import functional as tvf
 
 
@@ -42,21 +43,15 @@ def draw_box(rgb: np.ndarray, box: tuple[float, float, float, float], width: int
              color: tuple[int, int, int] = RED) -> np.ndarray:
     """A copy of ``rgb`` with a rectangle outline drawn at ``[x1, y1, x2, y2]`` (pixels).
 
-    PLM marks a region in video by drawing a red rectangle 4 px wide on the frame at its
-    original resolution, before the resize to 448. The outline lies inside the box: columns
-    x1..x1+width-1 and x2-width+1..x2, and likewise for rows, clipped to the frame.
+    PLM marks a region in video with a red rectangle 4 px wide drawn on the frame at its original
+    resolution, before the resize to 448. Both lmms-eval and perception_models draw it with PIL's
+    ``ImageDraw.rectangle`` (coordinates truncated to integers, the outline inside the box, pixels
+    outside the frame not drawn); drawing with PIL too gives the same pixels.
     """
-    height, width_px = rgb.shape[:2]
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    x1, x2 = sorted((max(0, min(x1, width_px - 1)), max(0, min(x2, width_px - 1))))
-    y1, y2 = sorted((max(0, min(y1, height - 1)), max(0, min(y2, height - 1))))
-    out = rgb.copy()
-    w = max(1, int(width))
-    out[y1:min(y1 + w, y2 + 1), x1:x2 + 1] = color
-    out[max(y2 - w + 1, y1):y2 + 1, x1:x2 + 1] = color
-    out[y1:y2 + 1, x1:min(x1 + w, x2 + 1)] = color
-    out[y1:y2 + 1, max(x2 - w + 1, x1):x2 + 1] = color
-    return out
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    x1, y1, x2, y2 = (int(v) for v in box)
+    ImageDraw.Draw(image).rectangle([(x1, y1), (x2, y2)], outline=tuple(color), width=int(width))
+    return np.array(image)
 
 
 class FrameImages:
