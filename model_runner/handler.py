@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from model_runner.loading import LoadedPlm, load_plm, pick_device
+from model_runner.loading import LoadedPlm, load_plm
+from model_runner.prefix import PrefixMismatch, generate_shared_tokens, group_by_clip
 from model_runner.prompts import video_conversation
 from schemas.records import ClipPrompt
 
@@ -35,12 +36,17 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
     tokenizer is told not to add another. If a batch fails (CUDA out of memory, say) it is
     retried in halves down to single clips; a clip that fails alone comes back as an
     ``InferenceFailure`` so the rest of its batch still lands.
+
+    Several prompts in a batch about the same clip (the same frames, e.g. a caption and
+    questions) share the clip's vision encoding and prefix prefill (``model_runner.prefix``)
+    when ``share_prefix`` is on; their answers are the same as when each runs alone.
     """
 
     def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0,
-                 max_batch_size: int = 4, min_batch_size: int = 1) -> None:
+                 max_batch_size: int = 4, min_batch_size: int = 1, share_prefix: bool = True) -> None:
         super().__init__()
         self._model = model
+        self._share_prefix = share_prefix
         self._device = device
         self._torch_threads = torch_threads
         self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
@@ -57,16 +63,33 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
             groups[(item.frames.shape, item.max_new_tokens)].append(position)
         texts: dict[int, str | InferenceFailure] = {}
         for (_, max_new_tokens), positions in groups.items():
-            items = [batch[p] for p in positions]
-            for p, text in zip(positions, self._generate_split(items, model, max_new_tokens, 1), strict=True):
-                texts[p] = text
+            for chosen, shared in self._split_shared(batch, positions):
+                items = [batch[p] for p in chosen]
+                for p, text in zip(chosen, self._generate_split(items, model, max_new_tokens, 1, shared),
+                                   strict=True):
+                    texts[p] = text
         return [PredictionResult(example=item, inference=texts[p], model_id=model.model_id)
                 for p, item in enumerate(batch)]
 
+    def _split_shared(self, batch: Sequence[ClipPrompt], positions: list[int]) -> list[tuple[list[int], bool]]:
+        """Positions whose clip has several prompts here (shared prefix), and the others."""
+        if not self._share_prefix or len(positions) < 2:
+            return [(positions, False)]
+        clip_of = group_by_clip([batch[p] for p in positions])
+        sizes = Counter(clip_of)
+        shared = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] > 1]
+        alone = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] == 1]
+        return [(chosen, flag) for chosen, flag in ((shared, True), (alone, False)) if chosen]
+
     def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                        attempt: int) -> list[str | InferenceFailure]:
+                        attempt: int, shared: bool = False) -> list[str | InferenceFailure]:
         try:
+            if shared:
+                return self.generate_shared(items, model, max_new_tokens)
             return self.generate(items, model, max_new_tokens)
+        except PrefixMismatch as exc:
+            log.warning("prefix sharing is not possible here (%s); generating without it", exc)
+            return self._generate_split(items, model, max_new_tokens, attempt, False)
         except Exception as exc:  # noqa: BLE001 - split and retry, then report per clip
             if model.device == "cuda":
                 torch.cuda.empty_cache()
@@ -75,12 +98,12 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
                 return [InferenceFailure(type(exc).__name__, str(exc), attempt)]
             half = len(items) // 2
             log.warning("a batch of %d failed (%s); retrying in halves", len(items), type(exc).__name__)
-            return (self._generate_split(items[:half], model, max_new_tokens, attempt + 1)
-                    + self._generate_split(items[half:], model, max_new_tokens, attempt + 1))
+            return (self._generate_split(items[:half], model, max_new_tokens, attempt + 1, shared)
+                    + self._generate_split(items[half:], model, max_new_tokens, attempt + 1, shared))
 
     @staticmethod
-    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
-        """Generate one answer per clip prompt, greedily, in one batch."""
+    def model_inputs(items: list[ClipPrompt], model: LoadedPlm) -> Any:
+        """The processor's batch for ``generate``: templated, left-padded prompts and the videos, on device."""
         processor = model.processor
         texts = [processor.apply_chat_template(video_conversation(item.prompt), add_generation_prompt=True,
                                                tokenize=False) for item in items]
@@ -90,17 +113,30 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
         inputs = inputs.to(model.device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.model.dtype)
+        return inputs
+
+    @staticmethod
+    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
+        """Generate one answer per clip prompt, greedily, in one batch."""
+        inputs = PlmModelHandler.model_inputs(items, model)
         with torch.inference_mode():
             output = model.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        return [text.strip() for text in model.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    @staticmethod
+    def generate_shared(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
+        """Like ``generate``, encoding and prefilling each distinct clip's shared prefix once."""
+        tokens = generate_shared_tokens(items, model, max_new_tokens)
+        return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return dict(self._batch)
 
     def share_model_across_processes(self) -> bool:
-        # One copy of the weights per GPU, shared by the worker's SDK processes.
-        return pick_device(self._device) == "cuda"
+        # One copy of the weights per GPU, shared by the worker's SDK processes. Asked while the
+        # graph is built, often on a launcher without a GPU, so it must not insist on one.
+        return self._device == "cuda" or (self._device == "auto" and torch.cuda.is_available())
 
     def get_metrics_namespace(self) -> str:
         return "PlmModelHandler"

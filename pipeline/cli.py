@@ -46,10 +46,18 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``plm-index search``."""
-    from pipeline.search import SearchQueryError, run_search
+    from pipeline.search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search
 
+    filters = SearchFilters(video=getattr(args, "video", None), task=getattr(args, "task", None),
+                            start_s=getattr(args, "start_s", None), end_s=getattr(args, "end_s", None))
+    merge_gap = None if getattr(args, "no_merge", False) else getattr(args, "merge_gap", DEFAULT_MERGE_GAP_S)
     try:
-        print(run_search(args.index, args.query, args.limit, args.json))
+        print(run_search(args.index, args.query, args.limit, args.json, mode=getattr(args, "mode", "hybrid"),
+                         filters=filters, min_score=getattr(args, "min_score", None), merge_gap_s=merge_gap,
+                         html_out=getattr(args, "html", None),
+                         embedding_model=getattr(args, "embedding_model", None)))
+        if getattr(args, "html", None):
+            print(f"wrote {args.html}", file=sys.stderr)
     except (SearchQueryError, FileNotFoundError) as exc:
         print(f"plm-index search: {exc}", file=sys.stderr)
         return 2
@@ -116,8 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search an index by action")
     search.add_argument("--index", required=True, help="index folder (local or gs://)")
     search.add_argument("query")
-    search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--mode", choices=["keyword", "semantic", "hybrid"], default="hybrid",
+                        help="BM25 keywords, embedding cosine, or both fused (default)")
+    search.add_argument("--limit", type=int, default=10, help="number of moments to show")
+    search.add_argument("--video", default=None, help="only videos whose uri (or file name) matches this glob")
+    search.add_argument("--task", default=None, help="only segments of this task, e.g. caption")
+    search.add_argument("--from", dest="start_s", type=float, default=None, metavar="SECONDS",
+                        help="only segments that end after this time")
+    search.add_argument("--to", dest="end_s", type=float, default=None, metavar="SECONDS",
+                        help="only segments that start before this time")
+    search.add_argument("--min-score", type=float, default=None,
+                        help="drop hits scoring below this (BM25 for keyword, cosine for semantic, fused for hybrid)")
+    search.add_argument("--merge-gap", type=float, default=1.0, metavar="SECONDS",
+                        help="merge hits of one video this close into one moment (default 1)")
+    search.add_argument("--no-merge", action="store_true", help="one result per segment")
+    search.add_argument("--embedding-model", default=None,
+                        help="query embedding model (folder or hub id); default: the one the index records")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("--html", default=None, metavar="OUT.html",
+                        help="also write a results page with thumbnails to this file")
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")

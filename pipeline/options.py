@@ -24,6 +24,8 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
                         help="exact: PLM's own bicubic resize (default); decoder: FFmpeg scaler, faster")
     parser.add_argument("--decode-threads", type=int, default=0)
     parser.add_argument("--decode-timeout-s", type=float, default=900.0, help="hard limit per video")
+    parser.add_argument("--decode-isolation", choices=["process", "none"], default="process",
+                        help="process: decode in a child killed at the time limit (default); none: in the worker")
     parser.add_argument("--model", default=None,
                         help="checkpoint folder, gs:// folder or hub id (default: the tiny random test model)")
     parser.add_argument("--tasks", default="caption",
@@ -48,7 +50,8 @@ def build_config(args: argparse.Namespace, model: str) -> BuildConfig:
         output=args.output,
         clips=ClipSpec.parse(args.clips, args.min_clip_s, args.max_clip_s),
         decode=DecodeConfig(backend=args.decoder, num_frames=args.num_frames, resize=args.resize,
-                            threads=args.decode_threads, timeout_s=args.decode_timeout_s),
+                            threads=args.decode_threads, timeout_s=args.decode_timeout_s,
+                            isolation=args.decode_isolation),
         model=ModelConfig(model=model, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           device=args.device, torch_threads=args.torch_threads),
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),

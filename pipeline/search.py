@@ -638,7 +638,7 @@ class SearchEngine:
         return self._ann
 
     def semantic_candidates(self, qvec: np.ndarray, allowed: np.ndarray | None, k: int) -> np.ndarray:
-        """Row numbers worth scoring exactly: all allowed rows, or ANN's best ``k`` on large indexes."""
+        """Sorted row numbers worth scoring exactly: all allowed rows, or ANN's best ``k`` on large indexes."""
         n = self.num_rows
         count = n if allowed is None else int(allowed.sum())
         if n < self.ann_min_rows or count < self.ann_min_rows // 4:
@@ -646,7 +646,7 @@ class SearchEngine:
         fraction = count / n
         want = min(n, int(k / max(fraction, 1e-6)) + k)
         _, ids = self.ann().search(qvec[None, :].astype(np.float32), min(want, 4096))
-        found = ids[0][ids[0] >= 0]
+        found = np.unique(ids[0][ids[0] >= 0])  # sorted: all n rows found means exactly arange(n)
         if allowed is not None:
             found = found[allowed[found]]
         return found
@@ -686,7 +686,8 @@ class SearchEngine:
                 if allowed is not None:
                     matched = matched[allowed[matched]]
                 candidates = np.union1d(candidates, _top(coverage, matched, k))
-            cosine = embeddings[candidates] @ qvec
+            # All rows: one matrix-vector product, no gathered copy of the matrix.
+            cosine = embeddings @ qvec if candidates.size == n else embeddings[candidates] @ qvec
             keep = cosine >= min_similarity
             scores = np.full(n, -np.inf, dtype=np.float32)
             scores[candidates] = cosine

@@ -53,6 +53,9 @@ class DecodeConfig(BaseModel):
     threads: int = Field(0, ge=0)  # 0: let the decoder choose
     timeout_s: float = Field(900.0, gt=0)
     max_decoded_frames: int = Field(2_000_000, gt=0)
+    # "process": decode in a child process killed at the time limit (a hard limit even for a
+    # hang in native code); "none": in the worker, with the limit checked between frames.
+    isolation: Literal["process", "none"] = "process"
 
 
 class ModelConfig(BaseModel):
@@ -95,7 +98,7 @@ class BuildConfig(BaseModel):
         """A short hash of every setting that changes what lands in the index."""
         relevant = {
             "clips": self.clips.model_dump(),
-            "decode": self.decode.model_dump(exclude={"threads", "timeout_s"}),
+            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation"}),
             "model": self.model.model_dump(include={"model", "max_new_tokens"}),
             "tasks": list(self.tasks),
             "questions": [q.model_dump(mode="json") for q in self.questions],

@@ -159,6 +159,7 @@ def _single_attempt_gcs_class() -> type:
         _get_file_concurrent = base._get_file_concurrent.__wrapped__
 
     SingleAttemptGCSFileSystem.__module__ = __name__
+    SingleAttemptGCSFileSystem.__qualname__ = "SingleAttemptGCSFileSystem"
     return SingleAttemptGCSFileSystem
 
 

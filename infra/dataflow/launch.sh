@@ -34,7 +34,6 @@ args=(
   --input "$INPUT"
   --output "$OUTPUT"
   --model "$MODEL"
-  --device cuda
   --no-progress
   --runner=DataflowRunner
   "--project=$PROJECT"

@@ -134,9 +134,9 @@ def test_portable_runner_with_external_worker_pool(tmp_path: Path, videos: Path,
 
 # --- building the job without running it -----------------------------------------------------------
 
-def build_graph(options: PipelineOptions) -> beam.Pipeline:
+def build_graph(options: PipelineOptions, config: BuildConfig | None = None) -> beam.Pipeline:
     """The full build pipeline on ``options``, constructed but not run."""
-    config = make_config("gs://plm-videos/in", "gs://plm-videos/index", "gs://plm-models/Perception-LM-1B")
+    config = config or make_config("gs://plm-videos/in", "gs://plm-videos/index", "gs://plm-models/Perception-LM-1B")
     run = RunContext(run_id="r1", settings_hash=config.settings_hash(), model_id=config.model.model,
                      generation=config.generation_json(), pipeline_version="test",
                      created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
@@ -146,23 +146,47 @@ def build_graph(options: PipelineOptions) -> beam.Pipeline:
     return p
 
 
-def dataflow_args(extra: list[str] | None = None) -> list[str]:
-    return ["--runner=DataflowRunner", "--dry_run=True", "--project=plm-test-project", "--region=us-central1",
-            "--temp_location=gs://plm-test-bucket/tmp", "--staging_location=gs://plm-test-bucket/staging",
-            f"--sdk_container_image={IMAGE}", "--sdk_location=container", f"--dataflow_service_options={ACCELERATOR}",
-            "--experiments=use_runner_v2", "--machine_type=g2-standard-8", "--disk_size_gb=200",
-            "--max_num_workers=4", "--number_of_worker_harness_threads=1", *(extra or [])]
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+def launch_script_args(tmp_path: Path) -> list[str]:
+    """The ``plm-index`` arguments ``infra/dataflow/launch.sh`` runs, captured by a stand-in command."""
+    captured = tmp_path / "argv.json"
+    stand_in = tmp_path / "plm-index"
+    stand_in.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"json.dump(sys.argv[1:], open({str(captured)!r}, 'w'))\n")
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PROJECT": "plm-test-project", "REGION": "us-central1", "BUCKET": "plm-test-bucket",
+           "IMAGE": IMAGE, "INPUT": "gs://plm-videos/in", "OUTPUT": "gs://plm-videos/index",
+           "MODEL": "gs://plm-models/Perception-LM-1B", "MAX_WORKERS": "4", "PLM_INDEX": str(stand_in)}
+    done = subprocess.run(["bash", str(INFRA / "dataflow" / "launch.sh"), "--batch-size", "8"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(captured.read_text())
+
+
+def test_launch_script_refuses_missing_settings() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "BUCKET", "IMAGE")}
+    done = subprocess.run(["bash", str(INFRA / "dataflow" / "launch.sh")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "PROJECT" in done.stderr and "IMAGE" in done.stderr
 
 
 def test_dataflow_dry_run_builds_the_gpu_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipeline.cli import build_parser
+    from pipeline.options import build_config
+
     try:
         from apache_beam.runners.dataflow.internal import apiclient
     except ImportError as exc:
         pytest.fail(f"DataflowRunner needs google-cloud-dataflow-client (add it to the test extra): {exc}")
     # Nothing here may reach Google: no credentials to find, no network to use.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-credentials.json"))
-    options = beam_options(dataflow_args())
-    result = build_graph(options).run()
+    # The exact flags the documented launch script passes, plus --dry_run.
+    args, beam_args = build_parser().parse_known_args(launch_script_args(tmp_path))
+    assert (args.command, args.model, args.batch_size) == ("build", "gs://plm-models/Perception-LM-1B", 8)
+    options = beam_options([*beam_args, "--dry_run=True"])
+    result = build_graph(options, build_config(args, args.model)).run()
     result.wait_until_finish()
     job = result.job  # dry_run stops right before staging and submission
     assert job.proto.name and job.proto.type_.name == "JOB_TYPE_BATCH"
@@ -193,6 +217,29 @@ def test_dataflow_dry_run_builds_the_gpu_job(monkeypatch: pytest.MonkeyPatch, tm
     sdk_options = dict(environment.sdk_pipeline_options["options"])
     assert sdk_options["sdk_container_image"] == IMAGE
     assert ACCELERATOR in list(sdk_options["dataflow_service_options"])
+
+
+def test_infra_files_match_the_installed_beam() -> None:
+    import yaml
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+
+    beam_version = beam.__version__
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert f"ARG BEAM_VERSION={beam_version}\n" in dockerfile
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+    assert f"beam_python{sys.version_info.major}.{sys.version_info.minor}_sdk" in dockerfile
+    compose = yaml.safe_load((INFRA / "flink" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    job_server = services["job-server"]["image"]
+    flink_version = job_server.split("beam_flink", 1)[1].split("_job_server", 1)[0]
+    assert job_server == f"apache/beam_flink{flink_version}_job_server:{beam_version}"
+    assert flink_version in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    for name in ("jobmanager", "taskmanager"):
+        assert services[name]["image"].startswith(f"flink:{flink_version}"), name
+    pool = services["beam-worker-pool"]
+    assert pool["command"] == ["--worker_pool"] and pool["network_mode"] == "service:taskmanager"
+    script = (INFRA / "dataflow" / "launch.sh").read_text()
+    assert "eval" not in script.split()
 
 
 def test_pipeline_proto_round_trips_and_dofns_pickle() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pickle
 import random
 import re
 import socket
@@ -306,6 +307,8 @@ def test_gcsfs_internal_retries_are_disabled() -> None:
     assert issubclass(cls, gcsfs.core.GCSFileSystem)
     assert cls._request is gcsfs.core.GCSFileSystem._request.__wrapped__
     assert storage.SingleAttemptGCSFileSystem is cls
+    fs, _ = storage.filesystem("gs://some-bucket/x")
+    assert type(fs) is cls and type(pickle.loads(pickle.dumps(fs))) is cls  # Beam may pickle it
 
 
 # --- the proxy against the real emulator ----------------------------------------------------------

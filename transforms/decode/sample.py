@@ -10,12 +10,17 @@ from schemas.config import DecodeConfig
 from schemas.records import VideoClips
 from schemas.rows import RunContext
 from transforms.decode.base import decoder_for
+from transforms.decode.isolated import IsolatedDecoder
 
 log = logging.getLogger(__name__)
 
 
 class SampleFrames(beam.DoFn):
     """VideoClips -> one ClipFrames per clip, from a single decode pass over the video.
+
+    With ``isolation="process"`` (the default) decoding runs in a child process that is killed
+    when the video's hard time limit passes; ``"none"`` decodes in the worker itself (the time
+    limit and frame cap are then checked between frames only).
 
     A failure yields an ``errors`` row (stage ``decode``) for each clip not yet emitted, so every
     planned clip is either decoded or accounted for.
@@ -28,7 +33,14 @@ class SampleFrames(beam.DoFn):
         self._frames_counter = beam.metrics.Metrics.counter("plm_index", "clips_decoded")
 
     def setup(self) -> None:
-        self._decoder = decoder_for(self._config)
+        if self._config.isolation == "process":
+            self._decoder = IsolatedDecoder()
+        else:
+            self._decoder = decoder_for(self._config)
+
+    def teardown(self) -> None:
+        if isinstance(self._decoder, IsolatedDecoder):
+            self._decoder.close()
 
     def process(self, video: VideoClips):
         emitted: set[int] = set()
