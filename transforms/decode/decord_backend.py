@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
@@ -53,6 +54,7 @@ class DecordDecoder:
         import decord
 
         info = video.info
+        deadline = time.monotonic() + config.timeout_s
         staged_dir = None
         path = info.uri[len("file://"):] if info.uri.startswith("file://") else info.uri
         try:
@@ -71,6 +73,9 @@ class DecordDecoder:
             starts -= starts[0] if count else 0.0
             size = config.frame_size
             for clip in video.clips:
+                # Between clips only: a hang inside decord needs the isolated process to end it.
+                if time.monotonic() > deadline:
+                    raise DecodeTimeout(f"decoding took longer than the {config.timeout_s:g} s limit")
                 # Planned times are matched to decord's own frame times (float32 seconds), never t * fps.
                 wanted = nearest_frames(starts, np.asarray(clip.sample_times))
                 unique = sorted({int(i) for i in wanted})
