@@ -9,7 +9,9 @@ from model_runner.handler import PlmModelHandler
 from schemas.config import BuildConfig
 from schemas.records import VideoInput
 from schemas.rows import RunContext
+from schemas.tables import segments_schema
 from transforms.decode import SampleFrames
+from transforms.embed import EmbedSegments, embedding_dim, embedding_metadata
 from transforms.parse import ParseOutputs, failed_batch_rows
 from transforms.plan import PlanClips
 from transforms.probe import ProbeVideos
@@ -55,8 +57,13 @@ def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, videos: lis
               | "AllErrors" >> beam.Flatten())
     video_rows = planned.clips | "VideoRows" >> beam.Map(lambda v: run.video_row(v.info, len(v.clips)))
 
-    segments = parsed.segments | "Progress" >> beam.ParDo(ReportProgress("segments", progress_file))
+    embed = EmbedSegments(model=config.embedding_model)
+    segments = (parsed.segments
+                | "Embed" >> embed
+                | "Progress" >> beam.ParDo(ReportProgress("segments", progress_file)))
+    segments_file_schema = segments_schema(embedding_dim(config.embedding_model)).with_metadata(
+        embedding_metadata(embed.model_name, embedding_dim(config.embedding_model)))
     settled = {"segments": segments, "videos": video_rows, "errors": errors} | "Settle" >> SettleVideos()
-    settled.segments | "WriteSegments" >> WriteTable(config.output, run.run_id, "segments")
+    settled.segments | "WriteSegments" >> WriteTable(config.output, run.run_id, "segments", schema=segments_file_schema)
     settled.videos | "WriteVideos" >> WriteTable(config.output, run.run_id, "videos")
     settled.errors | "WriteErrors" >> WriteTable(config.output, run.run_id, "errors")

@@ -38,6 +38,9 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--embedding-model", default=None,
+                        help="text embedding model for search, a folder or hub id (default: the packaged "
+                             "all-MiniLM-L6-v2)")
     parser.add_argument("--force", action="store_true",
                         help="redo videos already indexed with the same settings (default: skip them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,6 +59,7 @@ def build_config(args: argparse.Namespace, model: str) -> BuildConfig:
                           device=args.device, torch_threads=args.torch_threads),
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         questions=cli_questions(args.question, args.options),
+        embedding_model=args.embedding_model,
     )
 
 

@@ -815,10 +815,10 @@ def format_table(hits: list[SearchHit] | list[Moment]) -> str:
 
 
 def moment_dict(moment: Moment) -> dict[str, Any]:
-    """A moment as JSON-ready data: its span, score, text, clip indices and merged hits."""
+    """A moment as JSON-ready data: its span, score, text, first clip index, clip indices and merged hits."""
     return {"uri": moment.uri, "video_id": moment.video_id, "task": moment.task, "start_s": moment.start_s,
             "end_s": moment.end_s, "score": moment.score, "text": moment.text,
-            "clip_indices": moment.clip_indices, "hits": [asdict(h) for h in moment.hits]}
+            "clip_index": moment.clip_indices[0], "clip_indices": moment.clip_indices, "hits": [asdict(h) for h in moment.hits]}
 
 
 def hits_to_json(hits: list[SearchHit] | list[Moment]) -> str:

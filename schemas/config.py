@@ -83,6 +83,8 @@ class BuildConfig(BaseModel):
     tasks: tuple[str, ...] = ("caption",)
     # Questions given on the command line, asked about every clip.
     questions: tuple[Question, ...] = ()
+    # Text embedding model for search (a path or hub id); None: the packaged all-MiniLM-L6-v2.
+    embedding_model: str | None = None
 
     @field_validator("tasks")
     @classmethod
@@ -100,6 +102,7 @@ class BuildConfig(BaseModel):
             "clips": self.clips.model_dump(),
             "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation"}),
             "model": self.model.model_dump(include={"model", "max_new_tokens"}),
+            "embedding_model": self.embedding_model,
             "tasks": list(self.tasks),
             "questions": [q.model_dump(mode="json") for q in self.questions],
             "pipeline_version": PIPELINE_VERSION,

@@ -45,6 +45,10 @@ BOX_TYPE = pa.struct(
     ]
 )
 
+# Dimension of the default text embedding (all-MiniLM-L6-v2); another model's dimension replaces
+# it in the files that model writes (see ``segments_schema``).
+EMBEDDING_DIM = 384
+
 SEGMENTS_SCHEMA = pa.schema(
     [
         pa.field("video_id", pa.string(), nullable=False),
@@ -81,8 +85,17 @@ SEGMENTS_SCHEMA = pa.schema(
         pa.field("pipeline_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("created_at", TIMESTAMP),
+        # The segment text's embedding, L2-normalised; model name and dimension in the file metadata.
+        pa.field("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),
     ]
 )
+
+
+def segments_schema(embedding_dim: int = EMBEDDING_DIM) -> pa.Schema:
+    """The segments schema for an embedding model of ``embedding_dim`` dimensions."""
+    index = SEGMENTS_SCHEMA.get_field_index("embedding")
+    return SEGMENTS_SCHEMA.set(index, pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
+
 
 ERRORS_SCHEMA = pa.schema(
     [

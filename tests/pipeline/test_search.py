@@ -77,7 +77,9 @@ def write_run(output: str, run_id: str, finished_at: datetime, complete: bool,
     names = []
     for shard, part in enumerate((rows[: len(rows) // 2], rows[len(rows) // 2:])):
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(part, schema=SEGMENTS_SCHEMA), buffer)
+        # Rows without embeddings, as an index written before embeddings existed: search embeds them.
+        schema = SEGMENTS_SCHEMA.remove(SEGMENTS_SCHEMA.get_field_index("embedding"))
+        pq.write_table(pa.Table.from_pylist(part, schema=schema), buffer)
         name = f"segments-{shard:05d}.parquet"
         storage.write_bytes(storage.join(folder, name), buffer.getvalue())
         names.append(name)
@@ -203,17 +205,19 @@ def test_very_long_queries_are_truncated(segments: pa.Table) -> None:
 
 
 def test_json_output_parses_and_carries_every_field(index: str) -> None:
-    parsed = json.loads(run_search(index, "orange juice glass", 5, True))
-    assert parsed[0] == {"uri": "/videos/c.mp4", "video_id": "id-c", "clip_index": 0, "start_s": 65.5,
-                         "end_s": 130.25, "score": pytest.approx(parsed[0]["score"]), "task": "caption",
-                         "text": "Someone poured orange juice into a tall glass."}
+    parsed = json.loads(run_search(index, "orange juice glass", 5, True, mode="keyword", merge_gap_s=None))
+    expected = {"uri": "/videos/c.mp4", "video_id": "id-c", "clip_index": 0, "start_s": 65.5,
+                "end_s": 130.25, "score": pytest.approx(parsed[0]["score"]), "task": "caption",
+                "text": "Someone poured orange juice into a tall glass."}
+    assert {k: parsed[0][k] for k in expected} == expected
+    assert parsed[0]["clip_indices"] == [0] and len(parsed[0]["hits"]) == 1
     assert parsed[0]["score"] > 0
-    assert json.loads(run_search(index, "kayak", 5, True)) == []
+    assert json.loads(run_search(index, "kayak", 5, True, mode="keyword", merge_gap_s=None)) == []
     assert json.loads(hits_to_json([])) == []
 
 
 def test_table_output_is_fixed_width_and_readable(index: str) -> None:
-    out = run_search(index, "child shoes juice", 10, False)
+    out = run_search(index, "child shoes juice", 10, False, mode="keyword", merge_gap_s=None)
     lines = out.splitlines()
     header = lines[0]
     assert header.split() == ["#", "score", "start-end", "(s)", "time", "uri", "text"]
@@ -265,9 +269,10 @@ def test_search_over_an_index_on_gcs(gcs_emulator) -> None:
     assert sorted(storage.glob(f"gs://{bucket}/plm/index/runs/*/_SUCCESS")) == [
         f"gs://{bucket}/plm/index/runs/run-1/_SUCCESS", f"gs://{bucket}/plm/index/runs/run-2/_SUCCESS"]
     assert load_segments(output).num_rows == 7
-    parsed = json.loads(run_search(output, "person pours water into a cup", 10, True))
+    parsed = json.loads(run_search(output, "person pours water into a cup", 10, True, mode="keyword",
+                                   merge_gap_s=None))
     assert (parsed[0]["video_id"], parsed[0]["clip_index"], parsed[0]["start_s"], parsed[0]["end_s"]) == (
         "id-a", 0, 0.0, 8.0)
     assert "id-d" not in {hit["video_id"] for hit in parsed}
-    assert [(h["video_id"], h["clip_index"]) for h in json.loads(run_search(output, "runs", 10, True))] == [
-        ("id-b", 1)]
+    runs = json.loads(run_search(output, "runs", 10, True, mode="keyword", merge_gap_s=None))
+    assert [(h["video_id"], h["clip_index"]) for h in runs] == [("id-b", 1)]

@@ -147,13 +147,10 @@ class TextEmbeddingHandler(ModelHandler[dict, dict, Any]):
 
     def run_inference(self, batch: Sequence[dict], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[dict]:
-        texts = [row_text(row) for row in batch]
-        wanted = [i for i, text in enumerate(texts) if text]
-        vectors = embed_texts([texts[i] for i in wanted], model)
-        embeddings: list[list[float] | None] = [None] * len(batch)
-        for position, vector in zip(wanted, vectors, strict=True):
-            embeddings[position] = vector.tolist()
-        return [{**row, "embedding": embedding} for row, embedding in zip(batch, embeddings, strict=True)]
+        # Every row gets a vector, the empty text's for rows without text: pyarrow cannot read back
+        # null entries of a fixed-size list column from Parquet.
+        vectors = embed_texts([row_text(row) for row in batch], model)
+        return [{**row, "embedding": vector.tolist()} for row, vector in zip(batch, vectors, strict=True)]
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return dict(self._batch)

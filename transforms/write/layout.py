@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.tables import TABLES
+from schemas.tables import EMBEDDING_DIM, TABLES, segments_schema
 from transforms import storage
 
 RUNS = "runs"
@@ -56,6 +56,17 @@ def complete_runs(output: str) -> list[dict[str, Any]]:
     return sorted(markers, key=lambda m: (m.get("finished_at", ""), m["run_id"]))
 
 
+def _conform(part: pa.Table, table: str, schema: pa.Schema) -> pa.Table:
+    """A file's table in the table's schema; columns the file lacks (older runs) become nulls."""
+    target = schema
+    if table == "segments" and "embedding" in part.column_names:
+        found = part.schema.field("embedding").type
+        target = segments_schema(getattr(found, "list_size", EMBEDDING_DIM))
+    columns = [part.column(f.name).cast(f.type) if f.name in part.column_names
+               else pa.nulls(part.num_rows, f.type) for f in target]
+    return pa.Table.from_arrays(columns, schema=target.remove_metadata())
+
+
 def read_index_table(output: str, table: str, runs: list[dict[str, Any]] | None = None) -> pa.Table:
     """One table concatenated over the complete runs, in the table's schema."""
     schema = TABLES[table]
@@ -64,9 +75,13 @@ def read_index_table(output: str, table: str, runs: list[dict[str, Any]] | None 
         for name in marker["files"]:
             if name.startswith(f"{table}-"):
                 data = storage.read_bytes(storage.join(marker["folder"], name))
-                parts.append(pq.read_table(io.BytesIO(data), schema=schema))
+                parts.append(_conform(pq.read_table(io.BytesIO(data)), table, schema))
     if not parts:
         return schema.empty_table()
+    if len({part.schema for part in parts}) > 1:
+        # Runs with embedding models of different sizes: embeddings become variable-length lists.
+        loose = schema.set(schema.get_field_index("embedding"), pa.field("embedding", pa.list_(pa.float32())))
+        parts = [part.cast(loose) for part in parts]
     return pa.concat_tables(parts)
 
 

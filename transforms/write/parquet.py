@@ -35,9 +35,10 @@ class _WriteShards(beam.DoFn):
     a shard from a failed, retried bundle is never listed, and so never read.
     """
 
-    def __init__(self, folder: str, table: str, max_rows: int) -> None:
+    def __init__(self, folder: str, table: str, max_rows: int, schema: pa.Schema | None = None) -> None:
         self._folder = folder
         self._table = table
+        self._schema = schema if schema is not None else TABLES[table]
         self._max_rows = max_rows
         self._rows: list[dict[str, Any]] = []
 
@@ -54,7 +55,7 @@ class _WriteShards(beam.DoFn):
             yield WindowedValue(self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
     def _flush(self) -> str:
-        table = pa.Table.from_pylist(self._rows, schema=TABLES[self._table])
+        table = pa.Table.from_pylist(self._rows, schema=self._schema)
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         name = f"{self._table}-{uuid.uuid4().hex[:12]}.parquet"
@@ -77,13 +78,16 @@ class WriteTable(beam.PTransform):
     run_id: str
     table: str
     max_rows_per_shard: int = 50_000
+    # Defaults to the table's schema in ``schemas.tables``; the segments table passes one with its
+    # embedding dimension and the embedding model in the file metadata.
+    schema: pa.Schema | None = None
 
     def __post_init__(self) -> None:
         beam.PTransform.__init__(self)
 
     def expand(self, rows):
         folder = run_folder(self.output, self.run_id)
-        names = rows | "Shards" >> beam.ParDo(_WriteShards(folder, self.table, self.max_rows_per_shard))
+        names = rows | "Shards" >> beam.ParDo(_WriteShards(folder, self.table, self.max_rows_per_shard, self.schema))
         return (names
                 | "Collect" >> beam.combiners.ToList()
                 | "Listing" >> beam.Map(_write_listing, folder, self.table))
