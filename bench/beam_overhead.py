@@ -2,8 +2,8 @@
 
 Both index the same generated videos with the tiny random PLM and a small ``max_new_tokens``.
 The loop calls the same code in one process: probe, plan, decode (the PyAV decoder), the prompt
-builder and ``PlmModelHandler.run_inference`` in batches of the same size, including the model
-load; the build adds Beam itself (pipeline construction, FnApiRunner, bundling, RunInference's
+builder, ``PlmModelHandler.run_inference`` in batches of the same size and the search embedding
+of the answers (the build embeds its segment rows), including both model loads; the build adds Beam itself (pipeline construction, FnApiRunner, bundling, RunInference's
 batching) and writing the Parquet index. Target: the build runs at >= 0.9x the loop's clips/s.
 """
 
@@ -82,6 +82,7 @@ def loop_rate(folder: str, model: str) -> tuple[float, int]:
     from schemas.config import ClipSpec, DecodeConfig
     from schemas.records import VideoClips, VideoInput
     from transforms.decode import decoder_for
+    from transforms.embed.embedding import embed_texts, load_embedding_model
     from transforms.plan.planning import plan_clips
     from transforms.probe.probing import probe_video
     from transforms.prompt import build_prompt, expand_tasks
@@ -89,6 +90,11 @@ def loop_rate(folder: str, model: str) -> tuple[float, int]:
     start = time.perf_counter()
     handler = PlmModelHandler(model, device="cpu", max_batch_size=BATCH)
     loaded = handler.load_model()
+    embedder = load_embedding_model(None)
+
+    def infer(batch: list) -> None:
+        results = handler.run_inference(batch, loaded)
+        embed_texts([r.inference for r in results if isinstance(r.inference, str)], embedder)
     decode = DecodeConfig(backend="pyav", num_frames=NUM_FRAMES)
     decoder = decoder_for(decode)
     clips = 0
@@ -100,10 +106,10 @@ def loop_rate(folder: str, model: str) -> tuple[float, int]:
             pending.extend(build_prompt(task) for task in expand_tasks(clip_frames, ("caption",), MAX_NEW_TOKENS))
             clips += 1
             if len(pending) >= BATCH:
-                handler.run_inference(pending, loaded)
+                infer(pending)
                 pending = []
     if pending:
-        handler.run_inference(pending, loaded)
+        infer(pending)
     return clips / (time.perf_counter() - start), clips
 
 

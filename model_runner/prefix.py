@@ -87,6 +87,14 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return limit
 
 
+def expand_token(row: Sequence[int], token: int, count: int) -> list[int]:
+    """``row`` with each occurrence of ``token`` repeated ``count`` times."""
+    out: list[int] = []
+    for value in row:
+        out.extend([value] * count if value == token else [value])
+    return out
+
+
 def prepare(items: Sequence[ClipPrompt], model: LoadedPlm) -> SharedBatch:
     """Process each distinct clip's frames once and lay out the prompts for prefix sharing.
 
@@ -105,9 +113,11 @@ def prepare(items: Sequence[ClipPrompt], model: LoadedPlm) -> SharedBatch:
                           add_special_tokens=False, do_resize=False, do_sample_frames=False)
     video_id = processor.video_token_id
     counts = (reference["input_ids"] == video_id).sum(dim=1).tolist()
-    expanded = [text.replace(processor.video_token, processor.video_token * counts[clip_of[i]])
-                for i, text in enumerate(texts)]
-    ids = tokenizer(expanded, add_special_tokens=False)["input_ids"]
+    # Tokenise each text with its one video token, then repeat that token: the video token is a
+    # special token, so the text around it tokenises the same either way (checked just below),
+    # and tokenising thousands of repeated tokens per prompt is slow.
+    ids = [expand_token(row, video_id, counts[clip_of[i]])
+           for i, row in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"])]
     for row, first in enumerate(firsts):
         mask = reference["attention_mask"][row].bool()
         if reference["input_ids"][row][mask].tolist() != ids[first]:
