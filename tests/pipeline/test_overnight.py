@@ -85,7 +85,7 @@ def test_bad_inputs_each_end_up_in_exactly_one_place(tmp_path: Path, bad_inputs,
             assert any(Path(s["uri"]).name == name for s in segments)
         elif expected != "either":
             assert name in errors and {e["stage"] for e in errors[name]} == {expected}
-    for name, rows in errors.items():
+    for rows in errors.values():
         assert all(r["message"] and r["error_class"] and r["attempts"] >= 1 for r in rows), rows
     assert "empty" in errors["zero.mp4"][0]["message"]
     assert "no video stream" in errors["audio_only.mp4"][0]["message"]
