@@ -35,6 +35,8 @@ class SampleFrames(beam.DoFn):
     def setup(self) -> None:
         if self._config.isolation == "process":
             self._decoder = IsolatedDecoder()
+            # Start the child at once: its imports then overlap the model loading in other stages.
+            self._decoder.start()
         else:
             self._decoder = decoder_for(self._config)
 
