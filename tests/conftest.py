@@ -21,14 +21,6 @@ import pytest
 
 EMULATOR_START_TIMEOUT_S = 30.0
 
-# pytest (prepend import mode) puts this folder on sys.path to import this file. Its subfolders
-# tests/pipeline and tests/model_runner have no __init__.py, so from there they would shadow the
-# real packages as namespace packages (skipping e.g. model_runner's torchvision shim): take the
-# folder off sys.path again.
-_TESTS_DIR = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if not entry or Path(entry).resolve() != _TESTS_DIR]
-
-
 @dataclass(frozen=True)
 class GcsEmulatorServer:
     """A running emulator process and the fake credentials file beside it."""

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
 import numpy as np
 
 from model_runner import task_prompts
@@ -58,8 +57,9 @@ from schemas.records import ClipPlan, ClipPrompt, VideoInfo, VideoInput
 from transforms import storage
 from transforms.decode.base import DecodeError
 from transforms.decode.frames import apply_rotation, draw_box, resize_exact
+from transforms.decode.pyav_backend import decoded_frames
 from transforms.plan.planning import plm_frame_indices
-from transforms.probe.probing import open_container, probe_video
+from transforms.probe.probing import probe_video
 
 log = logging.getLogger(__name__)
 
@@ -231,27 +231,16 @@ def decode_positions(info: VideoInfo, positions: list[int], boxes: dict[int, Box
     tol = float(max(1e-6, 0.25 * gaps[gaps > 0].min())) if np.any(gaps > 0) else 1e-3
     boxes = boxes or {}
     done: dict[int, np.ndarray] = {}
-    with open_container(info.uri) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError as exc:
-                log.warning("%s: skipping a corrupt packet at pts %s: %s", info.uri, packet.pts, exc)
-                continue
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                t = (frame.pts - info.first_pts) * info.time_base
-                index = int(np.searchsorted(times, t - tol, side="left"))
-                if index >= len(times) or abs(float(times[index]) - t) > tol:
-                    continue
-                if index in wanted and index not in done:
-                    done[index] = prepare_frame(frame.to_ndarray(format="rgb24"), info.rotation,
-                                                boxes.get(index), size)
-            if len(done) == len(wanted):
-                break
+    for t, frame in decoded_frames(info):
+        if t is None:
+            continue
+        index = int(np.searchsorted(times, t - tol, side="left"))
+        if index >= len(times) or abs(float(times[index]) - t) > tol:
+            continue
+        if index in wanted and index not in done:
+            done[index] = prepare_frame(frame.to_ndarray(format="rgb24"), info.rotation, boxes.get(index), size)
+        if len(done) == len(wanted):
+            break
     missing = sorted(wanted - done.keys())
     if missing:
         raise DecodeError(f"{len(missing)} sampled frame(s) could not be decoded (first: index {missing[0]})")
