@@ -1,3 +1,1 @@
-import torchvision_shim  # noqa: F401  (must precede any transformers import in this process)
-
-"""Benchmarks."""
+"""Benchmarks: each writes figures beside a baseline measured in the same run (``python -m bench``)."""

@@ -20,6 +20,10 @@ Without CUDA every figure is a "not run: no CUDA" entry.
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
+
+# isort: split
+
 import os
 import shutil
 import subprocess

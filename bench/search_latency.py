@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import storage
 from pipeline.search import SearchEngine, read_index
 from schemas.tables import SEGMENTS_SCHEMA
-from transforms import storage
 from transforms.embed.embedding import DEFAULT_MODEL_ID, embed_texts, embedding_metadata, load_embedding_model
 from transforms.write.layout import run_folder, write_success
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,18 +13,9 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from model_runner.loading import LoadedPlm, load_plm
 from model_runner.prefix import PrefixMismatch, generate_shared_tokens, group_by_clip
 from model_runner.prompts import video_conversation
-from schemas.records import ClipPrompt
+from schemas.records import ClipPrompt, InferenceFailure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InferenceFailure:
-    """Stands in a PredictionResult's ``inference`` for a clip whose generation failed alone."""
-
-    error_class: str
-    message: str
-    attempts: int
 
 
 class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
+
+# isort: split
+
 import fcntl
 import hashlib
 import logging
@@ -13,7 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoProcessor, PerceptionLMForConditionalGeneration
 
-from transforms import storage
+from core import storage
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,10 @@ the answers equal, token for token, those of each prompt run alone (checked by
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
+
+# isort: split
+
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -9,6 +9,10 @@ model hub. Real results need ``--model facebook/Perception-LM-1B`` or a local co
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
+
+# isort: split
+
 import json
 import os
 import shutil

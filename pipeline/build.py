@@ -14,10 +14,10 @@ from typing import Any
 
 import apache_beam as beam
 
+from core import storage
 from pipeline.graph import pipeline
 from schemas.config import PIPELINE_VERSION, BuildConfig
 from schemas.rows import RunContext
-from transforms import storage
 from transforms.discover import discover_videos
 from transforms.write import indexed_video_ids, read_index_table, run_folder, write_success
 from transforms.write.parquet import table_listing_name

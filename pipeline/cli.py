@@ -155,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--html", default=None, metavar="OUT.html",
                         help="also write a results page with thumbnails to this file")
-    commands.add_parser("bench", help="run the benchmark suite (same flags as python -m bench)", add_help=False)
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
@@ -187,10 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``plm-index`` console script."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from bench.__main__ import main as bench_main
-
-        return bench_main(argv[1:])
     args, beam_args = parser.parse_known_args(argv)
     if args.command == "search" and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")

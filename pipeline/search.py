@@ -64,8 +64,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bm25s.tokenization import Tokenizer
 
+from core import storage
 from schemas.tables import SEGMENTS_SCHEMA
-from transforms import storage
 from transforms.embed.embedding import (
     DEFAULT_MODEL_ID,
     embed_texts,

@@ -141,3 +141,12 @@ class ClipPrompt:
     max_new_tokens: int
     region_id: str | None = None
     question_index: int | None = None
+
+
+@dataclass(frozen=True)
+class InferenceFailure:
+    """Stands in a PredictionResult's ``inference`` for a clip whose generation failed alone."""
+
+    error_class: str
+    message: str
+    attempts: int

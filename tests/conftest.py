@@ -111,7 +111,7 @@ def gcs_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gc
 
 @pytest.fixture
 def gcs_emulator(gcs_emulator_server: GcsEmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsEmulator]:
-    """Point google-cloud-storage and gcsfs (through ``transforms.storage``) at the emulator.
+    """Point google-cloud-storage and gcsfs (through ``core.storage``) at the emulator.
 
     ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` is read when gcsfs is first imported, so it only takes
     effect if nothing imported gcsfs before this fixture.

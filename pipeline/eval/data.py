@@ -242,7 +242,7 @@ def _format_validation(exc: ValidationError) -> str:
 
 
 def _json_lines(path: str) -> Iterable[tuple[int, str]]:
-    from transforms import storage
+    from core import storage
 
     if storage.is_remote(path):
         with storage.open_read(path) as handle:

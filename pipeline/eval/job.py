@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from core import storage
+from core.media import decoded_frames
 from model_runner import task_prompts
 from model_runner.parsers import (
     frames_to_seconds,
@@ -54,10 +56,8 @@ from pipeline.eval.data import (
 )
 from pipeline.eval.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge, caption_scorer
 from schemas.records import ClipPlan, ClipPrompt, VideoInfo, VideoInput
-from transforms import storage
 from transforms.decode.base import DecodeError
 from transforms.decode.frames import apply_rotation, draw_box, resize_exact
-from transforms.decode.pyav_backend import decoded_frames
 from transforms.plan.planning import plm_frame_indices
 from transforms.probe.probing import probe_video
 
@@ -231,7 +231,7 @@ def decode_positions(info: VideoInfo, positions: list[int], boxes: dict[int, Box
     tol = float(max(1e-6, 0.25 * gaps[gaps > 0].min())) if np.any(gaps > 0) else 1e-3
     boxes = boxes or {}
     done: dict[int, np.ndarray] = {}
-    for t, frame in decoded_frames(info):
+    for t, frame in decoded_frames(info.uri, info.first_pts, info.time_base):
         if t is None:
             continue
         index = int(np.searchsorted(times, t - tol, side="left"))

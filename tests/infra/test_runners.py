@@ -27,9 +27,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
+from core.media import make_video
 from model_runner.tiny import build_tiny_plm
 from pipeline.build import run_build
-from pipeline.demo import make_video
 from pipeline.graph import pipeline
 from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, ModelConfig

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from model_runner.handler import InferenceFailure, PlmModelHandler
+from core.media import make_video
+from model_runner.handler import PlmModelHandler
 from model_runner.loading import LoadedPlm
 from model_runner.prompts import caption_prompt
 from model_runner.tiny import build_tiny_plm
-from pipeline.demo import make_video
 from schemas.config import ClipSpec, DecodeConfig
-from schemas.records import ClipFrames, ClipPrompt, VideoClips, VideoInput
-from transforms.decode.base import decoder_for
+from schemas.records import ClipFrames, ClipPrompt, InferenceFailure, VideoClips, VideoInput
+from transforms.decode.backends import decoder_for
 from transforms.plan.planning import plan_clips
 from transforms.probe.probing import probe_video
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_runner.handler import InferenceFailure, PlmModelHandler
+from model_runner.handler import PlmModelHandler
 from model_runner.loading import LoadedPlm
 from model_runner.prefix import (
     common_prefix_length,
@@ -21,7 +21,7 @@ from model_runner.prefix import (
     run_shared,
 )
 from model_runner.tiny import build_tiny_plm
-from schemas.records import ClipPlan, ClipPrompt
+from schemas.records import ClipPlan, ClipPrompt, InferenceFailure
 
 MAX_NEW_TOKENS = 10
 

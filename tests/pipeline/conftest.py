@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.media import make_video
 from model_runner.tiny import build_tiny_plm
-from pipeline.demo import make_video
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core import storage
 from pipeline.build import run_build
 from pipeline.options import beam_options
 from pipeline.search import keyword_search, load_segments
 from schemas.config import BuildConfig, ClipSpec, ModelConfig
-from transforms import storage
 from transforms.write import complete_runs, read_index_table
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.media import make_video
 from pipeline.build import run_build
-from pipeline.demo import make_video
 from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
 from schemas.manifest import ManifestRow, Question

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from core.media import make_video
 from pipeline.build import run_build
-from pipeline.demo import make_video
 from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, ModelConfig
 from schemas.tables import RUN_SPECIFIC_COLUMNS

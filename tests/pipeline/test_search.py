@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core import storage
 from pipeline.search import (
     MAX_QUERY_TERMS,
     EmptyIndexError,
@@ -26,7 +27,6 @@ from pipeline.search import (
     run_search,
 )
 from schemas.tables import SEGMENTS_SCHEMA
-from transforms import storage
 from transforms.write.layout import run_folder, write_success
 from transforms.write.parquet import table_listing_name
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import make_video
+from core.media import make_video
 from pipeline.search import Moment, SearchHit, browser_url, clock, render_html, run_search, thumbnail_jpeg
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

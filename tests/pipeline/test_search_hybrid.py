@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core import storage
 from pipeline.search import (
     MODES,
     EmptyIndexError,
@@ -28,7 +29,6 @@ from pipeline.search import (
     run_search,
 )
 from schemas.tables import SEGMENTS_SCHEMA
-from transforms import storage
 from transforms.embed.embedding import (
     DEFAULT_MODEL_ID,
     embed_texts,

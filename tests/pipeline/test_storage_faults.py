@@ -1,7 +1,7 @@
 """Storage faults: a fault-injecting HTTP proxy in front of the real GCS emulator.
 
 ``FaultInjectingProxy`` is the fault injector. It sits between gcsfs (through
-``transforms.storage``) and a real ``gcp-storage-emulator`` and fails a chosen fraction of
+``core.storage``) and a real ``gcp-storage-emulator`` and fails a chosen fraction of
 requests with HTTP 429, HTTP 503 or a TCP connection reset, passing every other request through
 byte for byte. The tests prove that transient faults are retried (a whole build with 20% injected
 faults writes the same index as a clean run), that retries are bounded, and that permanent
@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from transforms import storage
+from core import storage
 
 # Headers that describe one hop of a connection, not the message: never forwarded.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",

@@ -14,7 +14,7 @@ from model_runner.loading import load_plm
 from model_runner.tiny import build_tiny_plm
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_DIRS = ("pipeline", "transforms", "model_runner", "schemas", "bench", "infra")
+PROJECT_DIRS = ("core", "pipeline", "transforms", "model_runner", "schemas", "bench", "infra")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_subprocesses_never_go_through_a_shell() -> None:
 def test_credentials_are_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A real storage failure against an unreachable endpoint, with credentials set, logs no secret."""
-    from transforms import storage
+    from core import storage
 
     secret = "s3cr3t-refresh-token-do-not-log"
     adc = tmp_path / "adc.json"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.media import ffmpeg_binary, make_video
 from model_runner.tiny import build_tiny_plm
-from pipeline.demo import ffmpeg_binary, make_video
 
 MAIN_SECONDS = 10
 MAIN_SIZE = (640, 360)

@@ -1,6 +1,7 @@
 """Decode clips and sample PLM's frames: one small interface, PyAV (default) and decord backends."""
 
-from transforms.decode.base import DecodeError, DecodeTimeout, FrameCollector, VideoDecoder, decoder_for
+from transforms.decode.backends import decoder_for
+from transforms.decode.base import DecodeError, DecodeTimeout, FrameCollector, VideoDecoder
 from transforms.decode.frames import apply_rotation, resize_exact, to_plm_frame
 from transforms.decode.sample import SampleFrames
 

@@ -33,19 +33,6 @@ class VideoDecoder(Protocol):
         ...
 
 
-def decoder_for(config: DecodeConfig) -> VideoDecoder:
-    """The backend named by ``config.backend``."""
-    if config.backend == "pyav":
-        from transforms.decode.pyav_backend import PyAvDecoder
-
-        return PyAvDecoder()
-    if config.backend == "decord":
-        from transforms.decode.decord_backend import DecordDecoder
-
-        return DecordDecoder()
-    raise ValueError(f"unknown decoder {config.backend!r}: use pyav or decord")
-
-
 class FrameCollector:
     """Matches decoded frames, in presentation order, to the planned samples of each clip.
 

@@ -18,9 +18,9 @@ from functools import partial
 
 import numpy as np
 
+from core import storage
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
-from transforms import storage
 from transforms.decode.base import DecodeError, DecodeTimeout
 from transforms.decode.frames import FrameImages
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
+
+# isort: split
+
 from collections.abc import Callable
 
 import numpy as np

@@ -51,7 +51,7 @@ def _send_clip(conn: Any, clip: ClipFrames) -> None:
 def _serve(requests: Any, conn: Any) -> None:
     """Child process: decode each requested video and stream its clips back."""
     import torchvision_shim  # noqa: F401
-    from transforms.decode.base import decoder_for
+    from transforms.decode.backends import decoder_for
 
     outbox: queue.Queue = queue.Queue(maxsize=1)
 

@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
-import av
 import numpy as np
 
+from core.media import decoded_frames
 from schemas.config import DecodeConfig
-from schemas.records import ClipFrames, VideoClips, VideoInfo
+from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, FrameCollector
 from transforms.decode.frames import FrameImages, apply_rotation
-from transforms.probe.probing import open_container
 
 log = logging.getLogger(__name__)
-
-
-def decoded_frames(info: VideoInfo, threads: int = 0) -> Iterator[tuple[float | None, Any]]:
-    """Every decodable frame in presentation order, with its start time (s, from the first frame).
-
-    Corrupt packets are skipped with a warning; a frame without a timestamp comes with None.
-    """
-    with open_container(info.uri) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError as exc:
-                log.warning("%s: skipping a corrupt packet at pts %s: %s", info.uri, packet.pts, exc)
-                continue
-            for frame in frames:
-                yield (None if frame.pts is None else (frame.pts - info.first_pts) * info.time_base), frame
 
 
 class PyAvDecoder:
@@ -66,7 +44,7 @@ class PyAvDecoder:
             return FrameImages(full, size, in_decoder if config.resize == "decoder" else None)
 
         step = 1.0 / max(info.fps, 1.0)
-        for t, frame in decoded_frames(info, config.threads):
+        for t, frame in decoded_frames(info.uri, info.first_pts, info.time_base, config.threads):
             collector.tick()
             if t is None:  # no timestamp: one frame interval after the previous frame
                 t = (last_t if last_t is not None else -step) + step

@@ -9,7 +9,7 @@ import apache_beam as beam
 from schemas.config import DecodeConfig
 from schemas.records import VideoClips
 from schemas.rows import RunContext
-from transforms.decode.base import decoder_for
+from transforms.decode.backends import decoder_for
 from transforms.decode.isolated import IsolatedDecoder
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from core import storage
 from schemas.manifest import ManifestError, ManifestRow
 from schemas.records import VideoInput
-from transforms import storage
 
 log = logging.getLogger(__name__)
 

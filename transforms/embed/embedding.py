@@ -65,10 +65,11 @@ def load_embedding_model(model: str | None = None, device: str = "cpu") -> Any:
         if key not in _CACHE:
             from sentence_transformers import SentenceTransformer
 
-            if os.path.isdir(path):
-                # A local folder never needs the hub; keep a closed network from being tried.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            _CACHE[key] = SentenceTransformer(path, device=device)
+            import torchvision_shim  # noqa: F401  (sentence-transformers imports transformers)
+
+            # A local folder never needs the hub: say so for this load only, so a closed network is
+            # never tried (and no process-wide HF_HUB_OFFLINE is set behind the caller's back).
+            _CACHE[key] = SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
             log.info("loaded embedding model %s on %s", path, device)
         return _CACHE[key]
 

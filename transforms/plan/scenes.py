@@ -5,7 +5,7 @@ from __future__ import annotations
 from scenedetect import ContentDetector, SceneManager
 from scenedetect.backends.pyav import VideoStreamAv
 
-from transforms import storage
+from core import storage
 
 
 def detect_scene_cuts(uri: str, threshold: float = 27.0) -> list[float]:

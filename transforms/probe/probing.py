@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
 import av
 import numpy as np
 
+from core import storage
+from core.media import open_container
 from schemas.records import VideoInfo, VideoInput
 from schemas.rows import RunContext
-from transforms import storage
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +40,6 @@ def content_video_id(uri: str, size: int) -> str:
             # Explicit ranges: some servers ignore suffix ranges (bytes=-N).
             digest.update(storage.read_bytes(uri, start, start + HASH_CHUNK))
     return digest.hexdigest()[:24]
-
-
-@contextmanager
-def open_container(uri: str) -> Iterator[Any]:
-    """Open a video with PyAV: local files by path, remote ones through a seekable reader."""
-    if storage.is_remote(uri):
-        with storage.open_read(uri) as handle, av.open(handle, mode="r") as container:
-            yield container
-    else:
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        with av.open(path, mode="r") as container:
-            yield container
 
 
 def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int]:

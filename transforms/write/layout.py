@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core import storage
 from schemas.tables import EMBEDDING_DIM, TABLES, segments_schema
-from transforms import storage
 
 RUNS = "runs"
 SUCCESS_MARKER = "_SUCCESS"

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from core import storage
 from schemas.tables import TABLES
-from transforms import storage
 from transforms.write.layout import run_folder
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.media import make_video
 from model_runner import task_prompts
-from pipeline.demo import make_video
 from pipeline.eval import metrics
 from pipeline.eval.data import AnnotationError, load_annotations
 from pipeline.eval.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.demo import ffmpeg_binary
+from core.media import ffmpeg_binary
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.records import ClipFrames, VideoClips, VideoInput
-from transforms.decode.base import DecodeError, DecodeTimeout, FrameCollector, decoder_for
+from transforms.decode.backends import decoder_for
+from transforms.decode.base import DecodeError, DecodeTimeout, FrameCollector
 from transforms.decode.frames import FrameImages, resize_exact
 from transforms.plan.planning import plan_clips
 from transforms.probe.probing import probe_video

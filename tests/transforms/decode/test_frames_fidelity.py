@@ -20,7 +20,7 @@ from transformers import AutoProcessor, PerceptionLMVideoProcessor
 from model_runner.prompts import caption_prompt, video_conversation
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.records import ClipPlan, VideoClips, VideoInput
-from transforms.decode.base import decoder_for
+from transforms.decode.backends import decoder_for
 from transforms.decode.frames import resize_exact
 from transforms.plan.planning import plan_clips
 from transforms.probe.probing import probe_video

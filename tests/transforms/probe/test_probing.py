@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo import ffmpeg_binary
+from core.media import ffmpeg_binary
 from schemas.records import VideoInfo, VideoInput
 from transforms.probe.probing import HASH_CHUNK, ProbeError, content_video_id, probe_video
 

@@ -170,7 +170,7 @@ def gcs_filesystem_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # ``transforms.storage.SingleAttemptGCSFileSystem`` resolves lazily, so instances pickle by reference.
+    # ``core.storage.SingleAttemptGCSFileSystem`` resolves lazily, so instances pickle by reference.
     if name == "SingleAttemptGCSFileSystem":
         return gcs_filesystem_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
