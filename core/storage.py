@@ -258,6 +258,27 @@ def exists(uri: str) -> bool:
 
 
 @storage_retry
+def modified_time(uri: str) -> float | None:
+    """A file's last-modified time (seconds since the epoch), or None where the store gives none."""
+    import datetime as dt
+
+    fs, path = filesystem(uri)
+    info = fs.info(path)
+    for key in ("mtime", "updated", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str) and value:
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+@storage_retry
 def size_of(uri: str) -> int:
     """A file's size in bytes."""
     fs, path = filesystem(uri)

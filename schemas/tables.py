@@ -112,6 +112,23 @@ ERRORS_SCHEMA = pa.schema(
     ]
 )
 
+# One row per per-video commit: which outcome (indexed or failed) a video has under a settings hash,
+# and when it was committed. The index's one rule for "current" reads this table (``index.read``).
+COMMITS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("video_id", pa.string()),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("settings_hash", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("committed_at", TIMESTAMP, nullable=False),
+        pa.field("run_id", pa.string()),
+        pa.field("num_clips", pa.int32()),
+        pa.field("num_segments", pa.int32()),
+        pa.field("num_errors", pa.int32()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "videos": VIDEOS_SCHEMA,
     "segments": SEGMENTS_SCHEMA,

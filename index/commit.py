@@ -1,0 +1,154 @@
+"""The per-video commit: one object holding a video's whole outcome, written once it is known.
+
+A commit is a Parquet file whose rows are the video's ``segments`` rows (with embeddings) and
+whose file metadata holds the commit header: the key, uri, settings hash, status (``indexed`` or
+``failed``), the commit time, the ``videos`` row and the ``errors`` rows. One object means one
+atomic write (temporary file and rename on disk; a single-object upload on ``gs://`` and ``s3://``),
+so a reader sees a video whole or not at all, and writing the same name again (a retried bundle,
+two workers on one video, a rerun) replaces it instead of adding rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core import storage
+from index.layout import IndexLayout
+from schemas.tables import COMMITS_SCHEMA, ERRORS_SCHEMA, VIDEOS_SCHEMA, segments_schema
+
+HEADER_KEY = b"plm_index.commit"
+Status = Literal["indexed", "failed"]
+
+
+def now_utc() -> dt.datetime:
+    """The commit clock: UTC, microseconds."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: _iso(value) for key, value in row.items()}
+
+
+def _from_json(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows as stored in a header, back in their table's schema (timestamps parsed)."""
+    timestamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    restored = [{**row, **{name: dt.datetime.fromisoformat(row[name]) if row.get(name) else None
+                           for name in timestamps}} for row in rows]
+    return pa.Table.from_pylist(restored, schema=schema)
+
+
+@dataclass(frozen=True)
+class VideoCommit:
+    """Everything one video contributes to the index under one settings hash.
+
+    An ``indexed`` commit has a ``video`` row and segments; a ``failed`` one has error rows (and
+    no segments: a video with any failure is not indexed, and a rerun retries it).
+    """
+
+    key: str
+    video_id: str | None
+    uri: str
+    settings_hash: str
+    status: Status
+    committed_at: dt.datetime
+    run_id: str
+    video: dict[str, Any] | None = None
+    errors: tuple[dict[str, Any], ...] = ()
+    num_clips: int = 0
+    num_segments: int = 0
+
+    def header(self) -> dict[str, Any]:
+        """The JSON header stored in the commit object's metadata."""
+        return {"key": self.key, "video_id": self.video_id, "uri": self.uri, "settings_hash": self.settings_hash,
+                "status": self.status, "committed_at": self.committed_at.isoformat(), "run_id": self.run_id,
+                "video": _jsonable(self.video) if self.video else None,
+                "errors": [_jsonable(row) for row in self.errors], "num_clips": self.num_clips,
+                "num_segments": self.num_segments}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> VideoCommit:
+        """The commit a stored header describes."""
+        return cls(key=header["key"], video_id=header.get("video_id"), uri=header["uri"],
+                   settings_hash=header["settings_hash"], status=header["status"],
+                   committed_at=dt.datetime.fromisoformat(header["committed_at"]), run_id=header["run_id"],
+                   video=header.get("video"), errors=tuple(header.get("errors") or ()),
+                   num_clips=int(header.get("num_clips") or 0), num_segments=int(header.get("num_segments") or 0))
+
+    def commits_row(self) -> dict[str, Any]:
+        """This commit as a row of the ``commits`` table."""
+        return {"key": self.key, "video_id": self.video_id, "uri": self.uri, "settings_hash": self.settings_hash,
+                "status": self.status, "committed_at": self.committed_at, "run_id": self.run_id,
+                "num_clips": self.num_clips, "num_segments": self.num_segments, "num_errors": len(self.errors)}
+
+    def videos_table(self) -> pa.Table:
+        """The ``videos`` row of an indexed commit (empty for a failed one)."""
+        return _from_json([self.video] if self.video else [], VIDEOS_SCHEMA)
+
+    def errors_table(self) -> pa.Table:
+        """The ``errors`` rows of a failed commit."""
+        return _from_json(list(self.errors), ERRORS_SCHEMA)
+
+
+@dataclass(frozen=True)
+class StoredCommit:
+    """A commit as read back: its header and, if asked for, its segment rows."""
+
+    path: str
+    commit: VideoCommit
+    segments: pa.Table | None = field(default=None, compare=False)
+
+
+def encode_commit(commit: VideoCommit, segments: pa.Table | None = None) -> bytes:
+    """The commit object's bytes: segment rows as Parquet, the header in the file metadata."""
+    if segments is None:
+        segments = segments_schema().empty_table()
+    metadata = dict(segments.schema.metadata or {})
+    metadata[HEADER_KEY] = json.dumps(commit.header(), sort_keys=True).encode()
+    buffer = io.BytesIO()
+    pq.write_table(segments.replace_schema_metadata(metadata), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def write_commit(layout: IndexLayout, commit: VideoCommit, segments: pa.Table | None = None) -> str:
+    """Write (or replace) a video's commit in one atomic object write; returns its path."""
+    path = layout.commit_path(commit.settings_hash, commit.key)
+    storage.write_bytes(path, encode_commit(commit, segments))
+    return path
+
+
+def _parquet_file(path: str) -> tuple[pq.ParquetFile, Any]:
+    handle = storage.open_read(path)
+    return pq.ParquetFile(handle), handle
+
+
+def read_commit(path: str, with_segments: bool = True) -> StoredCommit:
+    """Read one commit object: always its header, and its segment rows unless told not to."""
+    def read() -> StoredCommit:
+        parquet, handle = _parquet_file(path)
+        try:
+            metadata = parquet.schema_arrow.metadata or {}
+            if HEADER_KEY not in metadata:
+                raise ValueError(f"{path} is not a commit object (no {HEADER_KEY.decode()} metadata)")
+            commit = VideoCommit.from_header(json.loads(metadata[HEADER_KEY]))
+            segments = parquet.read() if with_segments else None
+        finally:
+            handle.close()
+        return StoredCommit(path=path, commit=commit, segments=segments)
+
+    return storage.with_retries(read)
+
+
+def commits_table(commits: list[VideoCommit]) -> pa.Table:
+    """Commits as a ``commits`` table."""
+    return pa.Table.from_pylist([c.commits_row() for c in commits], schema=COMMITS_SCHEMA)
