@@ -19,7 +19,7 @@ import traceback
 
 from bench.common import HEADER, Context, Figure, machine, skipped
 
-BENCHMARKS = ("decode", "beam_overhead", "prefix_sharing", "gpu", "memory")
+BENCHMARKS = ("decode", "beam_overhead", "prefix_sharing", "gpu", "memory", "resume", "scale", "compaction")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

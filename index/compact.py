@@ -247,7 +247,6 @@ def compact(location: str, full: bool = False) -> CompactionReport:
     _remove_orphans(layout, {g.name for g in snap.generations} | {writer.name})
     report = CompactionReport(writer.name, full, files_before, count_files(layout), len(merged), writer.segment_rows,
                               time.perf_counter() - started)
-    log.info("%s", report.line())
     return report
 
 

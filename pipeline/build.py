@@ -1,4 +1,4 @@
-"""Run one build: discover inputs, run the Beam pipeline, then account and mark the run complete."""
+"""Run one build: check the input, record the run, run the Beam pipeline (which commits each video), compact."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ import os
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 
-from core import storage
+from index import Accounting, RunRecord, compact, ensure_format, read_run, write_run
 from pipeline.graph import pipeline
 from schemas.config import PIPELINE_VERSION, BuildConfig
 from schemas.rows import RunContext
-from transforms.discover import discover_videos
-from transforms.write import indexed_video_ids, read_index_table, run_folder, write_success
-from transforms.write.parquet import table_listing_name
+from transforms.discover import check_input
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +54,17 @@ class BuildSummary:
     ignored: int
     segments: int
     errors: int
+    clips: int = 0
+
+    @classmethod
+    def of(cls, run_id: str, accounting: Accounting) -> BuildSummary:
+        """The summary of ``run_id`` from its accounting."""
+        return cls(run_id=run_id, **asdict(accounting))
 
     def line(self) -> str:
         """The accounting line printed and stored after each run."""
-        return (f"run {self.run_id}: inputs {self.inputs}, indexed {self.indexed}, failed {self.failed}, "
-                f"skipped {self.skipped} ({self.segments} segment rows, {self.errors} error rows, "
-                f"{self.ignored} non-video files ignored)")
+        fields = {k: v for k, v in asdict(self).items() if k != "run_id"}
+        return Accounting(**fields).line(self.run_id)
 
 
 def new_run_id() -> str:
@@ -73,40 +75,49 @@ def new_run_id() -> str:
 def _progress_bar(progress_file: str, stop: threading.Event) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(desc="clips indexed", unit="clip", dynamic_ncols=True)
-    done = 0
+    clips = tqdm(desc="prompts inferred", unit="prompt", dynamic_ncols=True, position=0)
+    videos = tqdm(desc="videos committed", unit="video", dynamic_ncols=True, position=1)
+    seen = {"inferred": 0, "committed": 0}
     while True:
         stopped = stop.wait(0.5)
+        counts = {"inferred": 0, "committed": 0}
         try:
             with open(progress_file) as f:
-                count = sum(1 for _ in f)
+                for line in f:
+                    kind = line.split("\t", 1)[0]
+                    if kind in counts:
+                        counts[kind] += 1
         except FileNotFoundError:
-            count = 0
-        if count > done:
-            bar.update(count - done)
-            done = count
+            pass
+        for kind, bar in (("inferred", clips), ("committed", videos)):
+            if counts[kind] > seen[kind]:
+                bar.update(counts[kind] - seen[kind])
+                seen[kind] = counts[kind]
         if stopped:
             break
-    bar.close()
+    clips.close()
+    videos.close()
 
 
 def run_build(config: BuildConfig, options: beam.options.pipeline_options.PipelineOptions,
-              show_progress: bool = False, force: bool = False) -> BuildSummary:
-    """Run the build pipeline to completion and write the run's ``_SUCCESS`` marker.
+              show_progress: bool = False, force: bool = False, compact_at_end: bool = True) -> BuildSummary:
+    """Run the build pipeline to completion and return its accounting.
 
-    Videos already indexed under ``config.output`` with the same settings are skipped unless
-    ``force`` is set.
+    Each video is committed to ``config.output`` as soon as it is done, so a killed run keeps
+    its finished videos and a rerun redoes only the rest. Videos already indexed with the same
+    settings are skipped unless ``force`` is set. With ``compact_at_end`` the run's commits are
+    merged into large files once it has finished (``index.compact``).
     """
-    discovery = discover_videos(config.input)
-    log.info("found %d videos under %s (%d other files skipped)", len(discovery.videos), config.input,
-             len(discovery.skipped))
+    check_input(config.input)
+    ensure_format(config.output)
     run = RunContext(run_id=new_run_id(), settings_hash=config.settings_hash(), model_id=config.model.model,
                      generation=config.generation_json(), pipeline_version=PIPELINE_VERSION,
                      created_at=dt.datetime.now(dt.UTC))
-    done = frozenset() if force else indexed_video_ids(config.output, run.settings_hash)
-    if done:
-        log.info("%d videos are already indexed with these settings and will be skipped", len(done))
-    storage.makedirs(run_folder(config.output, run.run_id))
+    record = RunRecord(run_id=run.run_id, status="running", started_at=run.created_at.isoformat(), input=config.input,
+                       settings_hash=run.settings_hash, model_id=run.model_id, pipeline_version=PIPELINE_VERSION,
+                       force=force)
+    write_run(config.output, record)
+    log.info("run %s: indexing %s into %s", run.run_id, config.input, config.output)
     progress_file = None
     stop = threading.Event()
     bar = None
@@ -116,54 +127,21 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
         bar.start()
     try:
         p = beam.Pipeline(options=options)
-        pipeline(p, config, run, list(discovery.videos), config.model.model, progress_file, done)
-        result = p.run()
-        result.wait_until_finish()
+        pipeline(p, config, run, record, config.model.model, progress_file, force)
+        p.run().wait_until_finish()
+    except BaseException as exc:
+        write_run(config.output, record.failed(f"{type(exc).__name__}: {exc}"))
+        raise
     finally:
         stop.set()
         if bar is not None:
             bar.join(timeout=2)
         if progress_file and os.path.exists(progress_file):
             os.remove(progress_file)
-    summary = account(config.output, run.run_id, len(discovery.videos), len(discovery.skipped))
-    skipped = _counter(result, "videos_skipped")
-    if skipped is not None and skipped != summary.skipped:
-        log.warning("accounting: %d videos skipped by the pipeline, %d by the tables", skipped, summary.skipped)
-    write_success(config.output, run.run_id, {
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(), "settings_hash": run.settings_hash,
-        "model_id": run.model_id, "pipeline_version": PIPELINE_VERSION, "input": config.input,
-        "accounting": summary.__dict__, "accounting_line": summary.line(),
-    })
-    return summary
-
-
-def _counter(result: Any, name: str) -> int | None:
-    """A committed counter of the finished pipeline, where the runner reports metrics."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    try:
-        found = result.metrics().query(MetricsFilter().with_name(name))["counters"]
-    except Exception:  # noqa: BLE001 - some runners report no metrics
-        return None
-    return sum(c.committed or 0 for c in found) if found else 0
-
-
-def account(output: str, run_id: str, inputs: int, ignored: int) -> BuildSummary:
-    """Count what a finished run indexed and what failed, from the tables it wrote."""
-    import json
-
-    folder = run_folder(output, run_id)
-    files = []
-    for table in ("segments", "errors", "videos"):
-        listing = storage.join(folder, table_listing_name(table))
-        if storage.exists(listing):
-            files.extend(json.loads(storage.read_bytes(listing)))
-    marker: dict[str, Any] = {"run_id": run_id, "folder": folder, "files": files}
-    segments = read_index_table(output, "segments", [marker])
-    errors = read_index_table(output, "errors", [marker])
-    videos = read_index_table(output, "videos", [marker])
-    indexed = set(videos.column("uri").to_pylist())
-    failed = set(errors.column("uri").to_pylist())
-    return BuildSummary(run_id=run_id, inputs=inputs, indexed=len(indexed), failed=len(failed),
-                        skipped=inputs - len(indexed) - len(failed), ignored=ignored,
-                        segments=segments.num_rows, errors=errors.num_rows)
+    finished = read_run(config.output, run.run_id)
+    if finished is None or finished.status != "finished" or finished.accounting is None:
+        raise RuntimeError(f"run {run.run_id} ended without recording its accounting in "
+                           f"{config.output}/runs/{run.run_id}.json; its finished videos are committed, run again")
+    if compact_at_end:
+        log.info("%s", compact(config.output).line())
+    return BuildSummary.of(run.run_id, Accounting(**finished.accounting))

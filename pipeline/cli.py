@@ -30,7 +30,7 @@ TINY_WARNING = ("No --model given: using the tiny random-weight PLM built from t
 
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("plm_index").setLevel(logging.INFO)
     for noisy in ("apache_beam", "transformers", "urllib3", "google", "gcsfs", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
@@ -38,6 +38,7 @@ def _configure_logging(verbose: bool) -> None:
 
 def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
     """``plm-index build``."""
+    from index.layout import LegacyIndexError
     from pipeline.build import ensure_tiny_model, run_build
     from pipeline.options import beam_options, build_config
     from schemas.manifest import ManifestError
@@ -48,8 +49,9 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
         model = ensure_tiny_model()
     try:
         config = build_config(args, model)
-        summary = run_build(config, beam_options(beam_args), show_progress=not args.no_progress, force=args.force)
-    except (ValidationError, ManifestError, FileNotFoundError, ValueError) as exc:
+        summary = run_build(config, beam_options(beam_args), show_progress=not args.no_progress, force=args.force,
+                            compact_at_end=not args.no_compact)
+    except (ValidationError, ManifestError, FileNotFoundError, ValueError, LegacyIndexError) as exc:
         print(f"plm-index build: {exc}", file=sys.stderr)
         return 2
     print(summary.line())

@@ -1,69 +1,66 @@
-"""The build pipeline: discover -> probe -> plan -> decode -> prompt -> infer -> parse -> write."""
+"""The build pipeline: discover -> probe -> plan -> decode -> prompt -> infer -> parse -> gather -> embed -> commit.
+
+Everything after the input listing is one chain of single-output stages, so a runner fuses it
+into one step: each video flows from probe to its commit inside the bundle that took it in, and
+is committed the moment its last clip is parsed. Failures and bookkeeping travel down the same
+chain (``schemas.work``); nothing between inference and the write waits for the rest of the run.
+"""
 
 from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from index.done import DoneVideos
+from index.runs import RunRecord
 from model_runner.handler import PlmModelHandler
 from schemas.config import BuildConfig
-from schemas.records import VideoInput
 from schemas.rows import RunContext
-from schemas.tables import segments_schema
+from schemas.work import Progress
 from transforms.decode import SampleFrames
-from transforms.embed import EmbedSegments, embedding_dim, embedding_metadata
-from transforms.parse import ParseOutputs, failed_batch_rows
+from transforms.discover import ReadInputs
+from transforms.embed import embedding_dim, embedding_metadata, model_label
+from transforms.embed.videos import EmbedVideos
+from transforms.infer import PassThroughHandler
+from transforms.parse.outcomes import ParseOutcomes
 from transforms.plan import PlanClips
 from transforms.probe import ProbeVideos
-from transforms.progress import ReportProgress
-from transforms.prompt import build_prompt, expand_tasks
-from transforms.write import WriteTable
-from transforms.write.settle import SettleVideos
+from transforms.prompt.expand import CountedPrompt, ExpandClips
+from transforms.write import CommitVideos, FinishRun, GatherVideos
 
 
 def make_handler(config: BuildConfig, model_path: str) -> PlmModelHandler:
-    """The PLM model handler for a build, with the prompt builder as its preprocess step."""
+    """The PLM model handler for a build."""
     return PlmModelHandler(model_path, device=config.model.device, torch_threads=config.model.torch_threads,
                            max_batch_size=config.model.batch_size)
 
 
-def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, videos: list[VideoInput],
-             model_path: str, progress_file: str | None = None, done_ids: frozenset[str] = frozenset()) -> None:
+def is_progress(item: object) -> bool:
+    """Whether ``item`` is bookkeeping that rides past the model (see ``schemas.work``)."""
+    return isinstance(item, Progress)
+
+
+def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, record: RunRecord, model_path: str,
+             progress_file: str | None = None, force: bool = False) -> None:
     """Compose the build's transforms on ``p``.
 
-    ``done_ids`` are the content ids already indexed with the same settings: they are skipped.
+    Unless ``force`` is set, inputs whose content is already indexed under these settings are
+    skipped (decided per video from the committed records).
     """
-    inputs = (p
-              | "Inputs" >> beam.Create(videos)
-              # Spread videos over workers: each one is a lot of work.
-              | "Distribute" >> beam.Reshuffle())
-    probed = inputs | "Probe" >> beam.ParDo(ProbeVideos(run, done_ids)).with_outputs(
-        "errors", "skipped", main="videos")
-    planned = probed.videos | "Plan" >> beam.ParDo(
-        PlanClips(config.clips, config.decode.num_frames, run, config.questions)).with_outputs("errors", main="clips")
-    decoded = planned.clips | "Decode" >> beam.ParDo(SampleFrames(config.decode, run)).with_outputs(
-        "errors", main="frames")
-    tasks = decoded.frames | "Tasks" >> beam.FlatMap(expand_tasks, config.tasks, config.model.max_new_tokens)
-    handler = make_handler(config, model_path).with_preprocess_fn(build_prompt)
-    inferred, dead_letters = tasks | "Infer" >> RunInference(handler).with_exception_handling()
-    parsed = inferred | "Parse" >> beam.ParDo(ParseOutputs(run)).with_outputs("errors", main="segments")
-
-    failed = [
-        dead_letters.failed_inferences | "InferErrors" >> beam.FlatMap(lambda f: failed_batch_rows(run, f, "infer")),
-        *[pc | f"PreprocessErrors{i}" >> beam.FlatMap(lambda f: failed_batch_rows(run, ([f[0]], f[1]), "prompt"))
-          for i, pc in enumerate(dead_letters.failed_preprocessing)],
-    ]
-    errors = ((probed.errors, planned.errors, decoded.errors, parsed.errors, *failed)
-              | "AllErrors" >> beam.Flatten())
-    video_rows = planned.clips | "VideoRows" >> beam.Map(lambda v: run.video_row(v.info, len(v.clips)))
-
-    embed = EmbedSegments(model=config.embedding_model)
-    segments = (parsed.segments
-                | "Embed" >> embed
-                | "Progress" >> beam.ParDo(ReportProgress("segments", progress_file)))
-    segments_file_schema = segments_schema(embedding_dim(config.embedding_model)).with_metadata(
-        embedding_metadata(embed.model_name, embedding_dim(config.embedding_model)))
-    settled = {"segments": segments, "videos": video_rows, "errors": errors} | "Settle" >> SettleVideos()
-    settled.segments | "WriteSegments" >> WriteTable(config.output, run.run_id, "segments", schema=segments_file_schema)
-    settled.videos | "WriteVideos" >> WriteTable(config.output, run.run_id, "videos")
-    settled.errors | "WriteErrors" >> WriteTable(config.output, run.run_id, "errors")
+    done = None if force else DoneVideos(config.output, run.settings_hash)
+    handler = PassThroughHandler(make_handler(config, model_path).with_preprocess_fn(CountedPrompt(run)), is_progress)
+    dim = embedding_dim(config.embedding_model)
+    outcomes = (p
+                | "Inputs" >> ReadInputs(config.input, run)
+                | "Probe" >> beam.ParDo(ProbeVideos(run, done))
+                | "Plan" >> beam.ParDo(PlanClips(config.clips, config.decode.num_frames, run, config.questions))
+                | "Decode" >> beam.ParDo(SampleFrames(config.decode, run))
+                | "Tasks" >> beam.ParDo(ExpandClips(config.tasks, config.model.max_new_tokens, run))
+                | "Infer" >> RunInference(handler)
+                | "Parse" >> beam.ParDo(ParseOutcomes(run, progress_file))
+                | "Gather" >> beam.ParDo(GatherVideos(run))
+                | "Embed" >> beam.ParDo(EmbedVideos(config.embedding_model, run))
+                | "Commit" >> beam.ParDo(CommitVideos(
+                    config.output, run, dim, embedding_metadata(model_label(config.embedding_model), dim),
+                    progress_file)))
+    _ = outcomes | "Account" >> FinishRun(config.output, record)

@@ -43,6 +43,9 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
                              "all-MiniLM-L6-v2)")
     parser.add_argument("--force", action="store_true",
                         help="redo videos already indexed with the same settings (default: skip them)")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="leave the run's per-video commits as they are (default: merge them into large files "
+                             "once the run has finished; see plm-index compact)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -61,7 +61,6 @@ from typing import Any
 import bm25s
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from bm25s.tokenization import Tokenizer
 
 from core import storage
@@ -70,11 +69,9 @@ from transforms.embed.embedding import (
     DEFAULT_MODEL_ID,
     embed_texts,
     load_embedding_model,
-    metadata_model,
     model_dimension,
     row_text,
 )
-from transforms.write.layout import complete_runs
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +252,7 @@ def _embedding_matrix(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] 
 
 
 def _fingerprint(runs: list[dict[str, Any]]) -> str:
-    listing = [(m["run_id"], sorted(n for n in m["files"] if n.startswith("segments-"))) for m in runs]
+    listing = [(m["run_id"], m["files"]) for m in runs]
     return hashlib.sha256(json.dumps([CACHE_VERSION, listing]).encode()).hexdigest()[:20]
 
 
@@ -268,24 +265,22 @@ def read_index(index: str, embedding_model: str | None = None) -> LoadedIndex:
     file's metadata names ``embedding_model`` (default: the model most rows were embedded with);
     a file with embeddings but no metadata is taken to match if the dimension does.
     """
-    runs = complete_runs(index)
+    # Interim reader over the per-video index (the search package replaces this module).
+    from index.read import snapshot
+
+    snap = snapshot(index)
+    runs = [{"run_id": "current", "files": sorted(str(x) for x in snap.commits.column("committed_at").to_pylist())}]
     base = _base_schema()
     parts: list[pa.Table] = []
     files_embeddings: list[tuple[int, str | None, np.ndarray, np.ndarray]] = []  # offset, model, matrix, valid
     offset = 0
-    for marker in runs:
-        for name in marker["files"]:
-            if not name.startswith("segments-"):
-                continue
-            data = storage.read_bytes(storage.join(marker["folder"], name))
-            raw = pq.read_table(io.BytesIO(data))
-            parts.append(_conform(raw, base))
-            if "embedding" in raw.column_names:
-                found = _embedding_matrix(raw.column("embedding"))
-                if found is not None:
-                    recorded = metadata_model(raw.schema.metadata)
-                    files_embeddings.append((offset, recorded[0] if recorded else None, *found))
-            offset += raw.num_rows
+    raw = snap.table("segments")
+    if raw.num_rows:
+        parts.append(_conform(raw, base))
+        found = _embedding_matrix(raw.column("embedding"))
+        if found is not None:
+            files_embeddings.append((0, DEFAULT_MODEL_ID, *found))
+        offset = raw.num_rows
     fingerprint = _fingerprint(runs)
     if not parts or offset == 0:
         return LoadedIndex(index, base.empty_table(), None, np.zeros(0, dtype=bool), embedding_model, fingerprint)

@@ -78,6 +78,34 @@ class QuestionOnClip:
 
 
 @dataclass(frozen=True)
+class VideoSummary:
+    """The probe facts the ``videos`` table records, small enough to travel with every clip.
+
+    Each clip carries its video's summary and clip count, so the stage that gathers a video's
+    outcomes knows when it has them all without waiting for any other video.
+    """
+
+    video_id: str
+    uri: str
+    size_bytes: int
+    duration_s: float
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    rotation: int
+    codec: str
+    num_clips: int
+
+    @classmethod
+    def of(cls, info: VideoInfo, num_clips: int) -> VideoSummary:
+        """The summary of a probed video with ``num_clips`` planned clips."""
+        return cls(video_id=info.video_id, uri=info.uri, size_bytes=info.size_bytes, duration_s=info.duration_s,
+                   fps=info.fps, num_frames=info.num_frames, width=info.width, height=info.height,
+                   rotation=info.rotation, codec=info.codec, num_clips=num_clips)
+
+
+@dataclass(frozen=True)
 class ClipPlan:
     """One planned clip of a video and the frames PLM will see from it.
 
@@ -98,6 +126,8 @@ class ClipPlan:
     questions: tuple[QuestionOnClip, ...] = ()
     # The tasks this clip's video asked for in the manifest; empty means all the run's tasks.
     tasks: tuple[str, ...] = ()
+    # The clip's video, set once all its clips are planned (see ``VideoSummary``).
+    video: VideoSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,8 @@ class ClipPrompt:
     max_new_tokens: int
     region_id: str | None = None
     question_index: int | None = None
+    # How many prompts the clip was expanded into: the clip is finished once that many outcomes arrive.
+    prompts_in_clip: int = 1
 
 
 @dataclass(frozen=True)

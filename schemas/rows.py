@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.records import ClipPlan, VideoInfo
+from schemas.records import ClipPlan, VideoSummary
 
 MAX_MESSAGE = 2000
 
@@ -38,13 +38,13 @@ class RunContext:
             "run_id": self.run_id, "created_at": self.created_at,
         }
 
-    def video_row(self, info: VideoInfo, num_clips: int) -> dict[str, Any]:
+    def video_row(self, video: VideoSummary) -> dict[str, Any]:
         """A ``videos`` row."""
         return {
-            "video_id": info.video_id, "uri": info.uri, "size_bytes": info.size_bytes,
-            "duration_s": info.duration_s, "fps": info.fps, "num_frames": info.num_frames,
-            "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
-            "num_clips": num_clips, "settings_hash": self.settings_hash, "run_id": self.run_id,
+            "video_id": video.video_id, "uri": video.uri, "size_bytes": video.size_bytes,
+            "duration_s": video.duration_s, "fps": video.fps, "num_frames": video.num_frames,
+            "width": video.width, "height": video.height, "rotation": video.rotation, "codec": video.codec,
+            "num_clips": video.num_clips, "settings_hash": self.settings_hash, "run_id": self.run_id,
             "created_at": self.created_at,
         }
 

@@ -28,6 +28,7 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from core.media import make_video
+from index import read_current
 from model_runner.tiny import build_tiny_plm
 from pipeline.build import run_build
 from pipeline.graph import pipeline
@@ -36,7 +37,6 @@ from schemas.config import BuildConfig, ClipSpec, ModelConfig
 from schemas.records import VideoInput
 from schemas.rows import RunContext
 from schemas.tables import RUN_SPECIFIC_COLUMNS
-from transforms.write import read_index_table
 
 IMAGE = "us-central1-docker.pkg.dev/plm-test-project/plm/plm-video-index-worker:2.77.0-cu124"
 ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
@@ -64,7 +64,7 @@ def make_config(source: str, output: str, model: str) -> BuildConfig:
 
 
 def comparable(output: str, table: str) -> list[dict]:
-    rows = read_index_table(output, table).drop_columns(list(RUN_SPECIFIC_COLUMNS)).to_pylist()
+    rows = read_current(output, table).drop_columns(list(RUN_SPECIFIC_COLUMNS)).to_pylist()
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
 
 

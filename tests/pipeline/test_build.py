@@ -13,16 +13,17 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from index import list_runs, read_current
 from pipeline.build import run_build
 from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
-from schemas.records import VideoInput
+from schemas.records import ClipFrames, VideoInput
 from schemas.rows import RunContext
-from schemas.tables import RUN_SPECIFIC_COLUMNS, TABLES
+from schemas.tables import COMMITS_SCHEMA, RUN_SPECIFIC_COLUMNS, TABLES
+from schemas.work import VideoFailed
 from transforms.decode import SampleFrames
 from transforms.plan import PlanClips, plan_clips
 from transforms.probe import ProbeVideos, probe_video
-from transforms.write import complete_runs, read_index_table
 
 
 def make_config(source: str, output: str, model: str, **decode: object) -> BuildConfig:
@@ -45,7 +46,7 @@ def fnapi_index(tmp_path_factory: pytest.TempPathFactory, video_folder: Path, ti
 
 def test_segments_match_planned_clips(fnapi_index, video_folder: Path) -> None:
     output, summary = fnapi_index
-    segments = read_index_table(output, "segments").to_pylist()
+    segments = read_current(output, "segments").to_pylist()
     by_video: dict[str, list[dict]] = {}
     for row in segments:
         by_video.setdefault(Path(row["uri"]).name, []).append(row)
@@ -70,26 +71,26 @@ def test_segments_match_planned_clips(fnapi_index, video_folder: Path) -> None:
 
 def test_errors_and_accounting(fnapi_index) -> None:
     output, summary = fnapi_index
-    errors = read_index_table(output, "errors").to_pylist()
+    errors = read_current(output, "errors").to_pylist()
     assert [(Path(e["uri"]).name, e["stage"]) for e in errors] == [("broken.mp4", "probe")]
     assert errors[0]["error_class"] == "ProbeError" and errors[0]["message"]
     assert (summary.inputs, summary.indexed, summary.failed, summary.skipped, summary.ignored) == (3, 2, 1, 0, 1)
-    marker = complete_runs(output)[0]
-    assert marker["accounting_line"] == summary.line()
-    videos = read_index_table(output, "videos").to_pylist()
+    (record,) = list_runs(output)
+    assert record.status == "finished" and record.accounting_line == summary.line()
+    videos = read_current(output, "videos").to_pylist()
     assert sorted((Path(v["uri"]).name, v["num_clips"]) for v in videos) == [("a.mp4", 3), ("b.mkv", 2)]
 
 
-def test_files_match_schemas_and_success_lists_them(fnapi_index) -> None:
+def test_compacted_files_match_schemas(fnapi_index) -> None:
     output, _ = fnapi_index
-    marker = complete_runs(output)[0]
-    folder = Path(marker["folder"])
-    assert marker["files"], "the run wrote no files"
-    on_disk = sorted(p.name for p in folder.glob("*.parquet"))
-    assert sorted(marker["files"]) == on_disk
-    for name in marker["files"]:
-        table = name.split("-", 1)[0]
-        assert pq.read_schema(folder / name).remove_metadata() == TABLES[table]
+    (generation,) = [p.parent for p in Path(output, "compacted").glob("*/_generation.json")]
+    manifest = json.loads((generation / "_generation.json").read_text())
+    assert manifest["commits_merged"] == 3 and not list(Path(output, "commits").rglob("*.parquet"))
+    for table, names in manifest["files"].items():
+        for name in names:
+            schema = pq.read_schema(generation / name).remove_metadata()
+            expected = COMMITS_SCHEMA if table == "commits" else TABLES[table]
+            assert [f for f in schema if f.name in expected.names] == list(expected), (table, name)
 
 
 def test_portable_runner_gives_the_same_rows(tmp_path: Path, fnapi_index, video_folder: Path,
@@ -99,7 +100,7 @@ def test_portable_runner_gives_the_same_rows(tmp_path: Path, fnapi_index, video_
     options = beam_options(["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"])
     run_build(make_config(str(video_folder), portable, tiny_model), options)
     for table in ("segments", "videos", "errors"):
-        assert comparable(read_index_table(portable, table)) == comparable(read_index_table(output, table)), table
+        assert comparable(read_current(portable, table)) == comparable(read_current(output, table)), table
 
 
 def test_probe_plan_decode_stages_with_testpipeline(video_folder: Path) -> None:
@@ -108,15 +109,17 @@ def test_probe_plan_decode_stages_with_testpipeline(video_folder: Path) -> None:
     run = RunContext("r", "s", "m", "{}", "0", dt.datetime.now(dt.UTC))
     videos = [VideoInput(str(video_folder / "a.mp4")), VideoInput(str(video_folder / "broken.mp4"))]
     with TestPipeline(runner="FnApiRunner") as p:
-        probed = p | beam.Create(videos) | beam.ParDo(ProbeVideos(run)).with_outputs("errors", main="videos")
-        planned = probed.videos | beam.ParDo(PlanClips(ClipSpec.parse("fixed:4"), 32, run)).with_outputs(
-            "errors", main="clips")
-        decoded = planned.clips | beam.ParDo(SampleFrames(DecodeConfig(), run)).with_outputs("errors", main="frames")
-        shapes = decoded.frames | beam.Map(lambda c: (c.clip.clip_index, c.frames.shape, c.clip.sample_times[0]))
-        assert_that(shapes, equal_to([(0, (32, 448, 448, 3), 0.0), (1, (32, 448, 448, 3), 4.0),
-                                      (2, (32, 448, 448, 3), 8.0)]), label="frames")
-        stages = probed.errors | beam.Map(lambda e: (e["stage"], e["error_class"]))
-        assert_that(stages, equal_to([("probe", "ProbeError")]), label="errors")
+        decoded = (p | beam.Create(videos) | beam.ParDo(ProbeVideos(run))
+                   | beam.ParDo(PlanClips(ClipSpec.parse("fixed:4"), 32, run))
+                   | beam.ParDo(SampleFrames(DecodeConfig(), run)))
+        frames = decoded | beam.Filter(lambda item: isinstance(item, ClipFrames))
+        shapes = frames | beam.Map(lambda c: (c.clip.clip_index, c.frames.shape, c.clip.sample_times[0],
+                                              c.clip.video.num_clips))
+        assert_that(shapes, equal_to([(0, (32, 448, 448, 3), 0.0, 3), (1, (32, 448, 448, 3), 4.0, 3),
+                                      (2, (32, 448, 448, 3), 8.0, 3)]), label="frames")
+        failed = (decoded | beam.Filter(lambda item: isinstance(item, VideoFailed))
+                  | beam.FlatMap(lambda f: [(e["stage"], e["error_class"]) for e in f.errors]))
+        assert_that(failed, equal_to([("probe", "ProbeError")]), label="errors")
 
 
 def test_cli_build_then_search_json(tmp_path: Path, video_folder: Path, tiny_model: str) -> None:
@@ -126,7 +129,7 @@ def test_cli_build_then_search_json(tmp_path: Path, video_folder: Path, tiny_mod
                             "--model", tiny_model, "--no-progress"], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     assert "inputs 1, indexed 1, failed 0, skipped 0" in build.stdout
-    segments = read_index_table(str(output), "segments")
+    segments = read_current(str(output), "segments")
     assert segments.num_rows == 2
     # The tiny model's text is noise, but it is real text: searching for one row's words finds it.
     query = segments.column("text")[0].as_py()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.media import make_video
+from index import read_current
 from pipeline.build import run_build
 from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
@@ -22,7 +23,6 @@ from transforms.plan import plan_clips
 from transforms.plan.annotations import annotate_clips
 from transforms.probe import probe_video
 from transforms.prompt import build_prompt, expand_tasks
-from transforms.write import read_index_table
 
 RUN = RunContext("r", "s", "m", "{}", "0", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
@@ -65,7 +65,7 @@ def test_all_five_tasks_run_through_build(tmp_path: Path, manifest: Path, tiny_m
                          tasks=("caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap"))
     summary = run_build(config, beam_options([]))
     assert (summary.inputs, summary.indexed, summary.failed) == (1, 1, 0)
-    rows = read_index_table(str(tmp_path / "idx"), "segments").to_pylist()
+    rows = read_current(str(tmp_path / "idx"), "segments").to_pylist()
     tasks = {r["task"] for r in rows}
     assert tasks == {"caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap"}
     for row in rows:

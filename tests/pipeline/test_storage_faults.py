@@ -396,12 +396,12 @@ def _upload_folder(folder: Path, prefix: str) -> None:
 
 
 def _comparable(output: str) -> dict[str, list[dict]]:
+    from index import read_current
     from schemas.tables import RUN_SPECIFIC_COLUMNS
-    from transforms.write import read_index_table
 
     tables = {}
     for table in ("videos", "segments", "errors"):
-        rows = read_index_table(output, table).drop_columns(list(RUN_SPECIFIC_COLUMNS)).to_pylist()
+        rows = read_current(output, table).drop_columns(list(RUN_SPECIFIC_COLUMNS)).to_pylist()
         tables[table] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
     return tables
 

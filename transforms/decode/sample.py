@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 
 from schemas.config import DecodeConfig
 from schemas.records import VideoClips
 from schemas.rows import RunContext
+from schemas.work import ClipFailed
 from transforms.decode.backends import decoder_for
 from transforms.decode.isolated import IsolatedDecoder
 
@@ -16,13 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class SampleFrames(beam.DoFn):
-    """VideoClips -> one ClipFrames per clip, from a single decode pass over the video.
+    """VideoClips -> one ClipFrames per clip, from a single decode pass over the video; other records pass.
 
     With ``isolation="process"`` (the default) decoding runs in a child process that is killed
     when the video's hard time limit passes; ``"none"`` decodes in the worker itself (the time
     limit and frame cap are then checked between frames only).
 
-    A failure yields an ``errors`` row (stage ``decode``) for each clip not yet emitted, so every
+    A failure yields a ``ClipFailed`` (stage ``decode``) for each clip not yet emitted, so every
     planned clip is either decoded or accounted for.
     """
 
@@ -44,7 +47,10 @@ class SampleFrames(beam.DoFn):
         if isinstance(self._decoder, IsolatedDecoder):
             self._decoder.close()
 
-    def process(self, video: VideoClips):
+    def process(self, video: Any) -> Iterator[Any]:
+        if not isinstance(video, VideoClips):
+            yield video
+            return
         emitted: set[int] = set()
         try:
             for clip_frames in self._decoder.decode(video, self._config):
@@ -55,5 +61,5 @@ class SampleFrames(beam.DoFn):
             log.warning("decode failed for %s: %s", video.info.uri, exc)
             for clip in video.clips:
                 if clip.clip_index not in emitted:
-                    yield beam.pvalue.TaggedOutput(
-                        "errors", self._run.error_row(video.info.uri, video.info.video_id, clip.clip_index, "decode", exc))
+                    yield ClipFailed(clip, self._run.error_row(video.info.uri, video.info.video_id, clip.clip_index,
+                                                               "decode", exc))

@@ -10,9 +10,10 @@ from transforms.embed.embedding import (
     embedding_metadata,
     load_embedding_model,
     metadata_model,
+    model_label,
     resolve_model,
     row_text,
 )
 
 __all__ = ["DEFAULT_MODEL_ID", "EMBEDDING_DIM_DEFAULT", "EmbedSegments", "TextEmbeddingHandler", "embed_texts",
-           "embedding_dim", "embedding_metadata", "load_embedding_model", "metadata_model", "resolve_model", "row_text"]
+           "embedding_dim", "embedding_metadata", "load_embedding_model", "metadata_model", "model_label", "resolve_model", "row_text"]

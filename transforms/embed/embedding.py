@@ -63,9 +63,10 @@ def load_embedding_model(model: str | None = None, device: str = "cpu") -> Any:
     key = (path, device)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            from sentence_transformers import SentenceTransformer
-
             import torchvision_shim  # noqa: F401  (sentence-transformers imports transformers)
+
+            # isort: split
+            from sentence_transformers import SentenceTransformer
 
             # A local folder never needs the hub: say so for this load only, so a closed network is
             # never tried (and no process-wide HF_HUB_OFFLINE is set behind the caller's back).

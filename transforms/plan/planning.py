@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
 
 from schemas.config import ClipSpec
 from schemas.manifest import Question
-from schemas.records import ClipPlan, VideoClips, VideoInfo
+from schemas.records import ClipPlan, VideoClips, VideoInfo, VideoSummary
 from schemas.rows import RunContext
+from schemas.work import VideoFailed
 from transforms.plan.annotations import annotate_clips
 
 log = logging.getLogger(__name__)
@@ -94,7 +98,10 @@ def merge_short(windows: list[tuple[float, float]], min_s: float) -> list[tuple[
 
 
 class PlanClips(beam.DoFn):
-    """VideoInfo -> VideoClips; scene detection failures go to ``errors`` with stage ``plan``."""
+    """VideoInfo -> VideoClips, each clip carrying its video's summary; a failure becomes ``VideoFailed``.
+
+    Other records pass through unchanged.
+    """
 
     def __init__(self, spec: ClipSpec, num_frames: int, run: RunContext,
                  questions: tuple[Question, ...] = ()) -> None:
@@ -103,7 +110,10 @@ class PlanClips(beam.DoFn):
         self._run = run
         self._questions = questions
 
-    def process(self, info: VideoInfo):
+    def process(self, info: Any) -> Iterator[Any]:
+        if not isinstance(info, VideoInfo):
+            yield info
+            return
         try:
             cuts = None
             if self._spec.mode == "scenes":
@@ -115,7 +125,8 @@ class PlanClips(beam.DoFn):
                 raise ValueError("no clip could be planned: the video has no frames in range")
         except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
             log.warning("planning failed for %s: %s", info.uri, exc)
-            yield beam.pvalue.TaggedOutput("errors", self._run.error_row(info.uri, info.video_id, None, "plan", exc))
+            yield VideoFailed(info.uri, info.video_id, (self._run.error_row(info.uri, info.video_id, None, "plan", exc),))
             return
+        summary = VideoSummary.of(info, len(clips))
         beam.metrics.Metrics.counter("plm_index", "clips_planned").inc(len(clips))
-        yield VideoClips(info=info, clips=tuple(clips))
+        yield VideoClips(info=info, clips=tuple(replace(clip, video=summary) for clip in clips))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -12,8 +13,10 @@ import numpy as np
 
 from core import storage
 from core.media import open_container
+from index.done import DoneVideos
 from schemas.records import VideoInfo, VideoInput
 from schemas.rows import RunContext
+from schemas.work import InputSkipped, VideoFailed
 
 log = logging.getLogger(__name__)
 
@@ -118,29 +121,41 @@ def probe_video(video: VideoInput, identity: tuple[int, str] | None = None) -> V
 
 
 class ProbeVideos(beam.DoFn):
-    """VideoInput -> VideoInfo; failures go to the ``errors`` output with stage ``probe``.
+    """VideoInput -> VideoInfo; a failure becomes ``VideoFailed`` (stage ``probe``); other records pass through.
 
-    A video whose content id is in ``done_ids`` (indexed before with the same settings) is not
-    probed again: it is counted as skipped and goes to the ``skipped`` output.
+    Inputs already indexed with these settings (``done``, read from the committed records) are
+    skipped, and so is a second input with the same content in the same bundle (a uri listed
+    twice, or a copy of a file): both are ``InputSkipped``, never probed or inferred again.
     """
 
-    def __init__(self, run: RunContext, done_ids: frozenset[str] = frozenset()) -> None:
+    def __init__(self, run: RunContext, done: DoneVideos | None = None) -> None:
         self._run = run
-        self._done_ids = done_ids
+        self._done = done
+        self._in_flight: set[str] = set()
 
-    def process(self, video: VideoInput):
+    def start_bundle(self) -> None:
+        self._in_flight = set()
+
+    def process(self, item: Any) -> Iterator[Any]:
+        if not isinstance(item, VideoInput):
+            yield item
+            return
         video_id = None
         try:
-            identity = identify(video.uri)
+            identity = identify(item.uri)
             video_id = identity[1]
-            if video_id in self._done_ids:
+            if self._done is not None and self._done.is_done(video_id):
                 beam.metrics.Metrics.counter("plm_index", "videos_skipped").inc()
-                yield beam.pvalue.TaggedOutput("skipped", video.uri)
+                yield InputSkipped(item.uri, "done")
                 return
-            info = probe_video(video, identity)
+            if video_id in self._in_flight:
+                yield InputSkipped(item.uri, "duplicate")
+                return
+            info = probe_video(item, identity)
         except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
-            log.warning("probe failed for %s: %s", video.uri, exc)
-            yield beam.pvalue.TaggedOutput("errors", self._run.error_row(video.uri, video_id, None, "probe", exc))
+            log.warning("probe failed for %s: %s", item.uri, exc)
+            yield VideoFailed(item.uri, video_id, (self._run.error_row(item.uri, video_id, None, "probe", exc),))
             return
+        self._in_flight.add(video_id)
         beam.metrics.Metrics.counter("plm_index", "videos_probed").inc()
         yield info

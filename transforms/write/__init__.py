@@ -1,15 +1,7 @@
-"""Write the Parquet index: one folder per run, files listed by a ``_SUCCESS`` marker written last."""
+"""The write stage: gather each video's outcomes, commit it (``index``), and account for the run."""
 
-from transforms.write.layout import (
-    SUCCESS_MARKER,
-    complete_runs,
-    indexed_video_ids,
-    read_current,
-    read_index_table,
-    run_folder,
-    write_success,
-)
-from transforms.write.parquet import WriteTable
+from transforms.write.accounting import FinishRun, SumOutcomes
+from transforms.write.commit import CommitVideos
+from transforms.write.gather import GatherVideos
 
-__all__ = ["SUCCESS_MARKER", "WriteTable", "complete_runs", "indexed_video_ids", "read_current", "read_index_table",
-           "run_folder", "write_success"]
+__all__ = ["CommitVideos", "FinishRun", "GatherVideos", "SumOutcomes"]

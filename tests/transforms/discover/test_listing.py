@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import pickle
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
 
 from schemas.manifest import ManifestError
 from schemas.records import VideoInput
-from transforms.discover.listing import discover_videos, load_manifest
+from schemas.rows import RunContext
+from schemas.work import InputIgnored, VideoFailed
+from transforms.discover import ReadInputs, check_input, load_manifest
+from transforms.discover.manifest import HEAD_ROWS
 
 
 def extras_of(video: VideoInput, *fields: str) -> dict:
@@ -20,6 +29,40 @@ def extras_of(video: VideoInput, *fields: str) -> dict:
     extras = json.loads(video.extras_json)
     assert "uri" not in extras
     return {name: extras[name] for name in fields if name in extras}
+
+
+@dataclass
+class Found:
+    """What ``ReadInputs`` produced on a real runner, sorted (pieces are read in parallel, in any order)."""
+
+    videos: list[VideoInput]
+    ignored: list[str]
+    failed: list[VideoFailed]
+
+
+RUN = RunContext("r", "s", "m", "{}", "0", dt.datetime.now(dt.UTC))
+
+
+def _append(item: object, path: str) -> None:
+    with open(path, "ab") as sink:
+        pickle.dump(item, sink)
+
+
+def discover(source: str) -> Found:
+    """Run the build's own input stage on FnApiRunner and collect what it yields."""
+    sink = Path(tempfile.mkdtemp()) / "items.pickle"
+    with TestPipeline(runner="FnApiRunner") as p:
+        _ = p | ReadInputs(source, RUN) | beam.Map(_append, str(sink))
+    items = []
+    with open(sink, "rb") if sink.exists() else open(os.devnull, "rb") as f:
+        while True:
+            try:
+                items.append(pickle.load(f))
+            except EOFError:
+                break
+    return Found(videos=sorted((i for i in items if isinstance(i, VideoInput)), key=lambda v: v.uri),
+                 ignored=sorted(i.uri for i in items if isinstance(i, InputIgnored)),
+                 failed=sorted((i for i in items if isinstance(i, VideoFailed)), key=lambda f: f.uri))
 
 
 @pytest.fixture
@@ -34,32 +77,31 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_folder_is_listed_recursively_and_non_videos_skipped(tree: Path) -> None:
-    found = discover_videos(str(tree))
+    found = discover(str(tree))
     assert [v.uri for v in found.videos] == [str(tree / p) for p in
                                              ("B.MOV", "a.mp4", "sub/c.mkv", "sub/deeper/d.webm")]
-    assert sorted(found.skipped) == sorted(str(tree / p) for p in
-                                           ("notes.txt", "sub/cover.jpg", "sub/deeper/e.mp4.part"))
+    assert found.ignored == sorted(str(tree / p) for p in ("notes.txt", "sub/cover.jpg", "sub/deeper/e.mp4.part"))
     assert all(v.extras_json == "{}" for v in found.videos)
 
 
 def test_glob(tree: Path) -> None:
-    assert [v.uri for v in discover_videos(str(tree / "*.mp4")).videos] == [str(tree / "a.mp4")]
-    found = discover_videos(str(tree / "sub" / "*"))
+    assert [v.uri for v in discover(str(tree / "*.mp4")).videos] == [str(tree / "a.mp4")]
+    found = discover(str(tree / "sub" / "*"))
     assert [v.uri for v in found.videos] == [str(tree / "sub" / "c.mkv")]
-    assert str(tree / "sub" / "cover.jpg") in found.skipped
+    assert str(tree / "sub" / "cover.jpg") in found.ignored
 
 
 def test_single_file(tree: Path) -> None:
-    found = discover_videos(str(tree / "sub" / "c.mkv"))
+    found = discover(str(tree / "sub" / "c.mkv"))
     assert [v.uri for v in found.videos] == [str(tree / "sub" / "c.mkv")]
-    assert found.skipped == ()
+    assert found.ignored == []
 
 
-def test_missing_input_is_file_not_found(tmp_path: Path) -> None:
+def test_missing_input_is_refused_before_the_pipeline(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        discover_videos(str(tmp_path / "nowhere"))
+        check_input(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError):
-        discover_videos(str(tmp_path / "missing.jsonl"))
+        check_input(str(tmp_path / "missing.jsonl"))
 
 
 def test_jsonl_manifest(tmp_path: Path) -> None:
@@ -74,12 +116,13 @@ def test_jsonl_manifest(tmp_path: Path) -> None:
     lines = [json.dumps(rows[0]), "", json.dumps(rows[1]), json.dumps(rows[2]), "   ", json.dumps(rows[3])]
     manifest = folder / "videos.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
-    found = discover_videos(str(manifest))
-    assert [v.uri for v in found.videos] == [str(folder / "clips" / "a.mp4"), "/abs/b.mp4",
-                                             "gs://bucket/c.mp4", str(tmp_path / "other" / "d.mp4")]
+    found = discover(str(manifest))
+    expected = [str(folder / "clips" / "a.mp4"), "/abs/b.mp4", "gs://bucket/c.mp4", str(tmp_path / "other" / "d.mp4")]
+    assert [v.uri for v in found.videos] == sorted(expected)
     fields = ("title", "tags", "n")
-    assert [extras_of(v, *fields) for v in found.videos] == [{"title": "A", "tags": ["x", "y"]}, {}, {"n": 3}, {}]
-    assert found.skipped == ()
+    by_uri = {v.uri: extras_of(v, *fields) for v in found.videos}
+    assert [by_uri[u] for u in expected] == [{"title": "A", "tags": ["x", "y"]}, {}, {"n": 3}, {}]
+    assert found.ignored == [] and found.failed == []
 
 
 def test_relative_manifest_path_resolves_against_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +146,7 @@ def test_parquet_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "videos.parquet"
     pq.write_table(pa.table({"uri": ["a.mp4", "gs://b/c.mp4"], "score": [0.5, 2.0], "label": ["p", None]}),
                    manifest)
-    videos = discover_videos(str(manifest)).videos
+    videos = discover(str(manifest)).videos
     assert [v.uri for v in videos] == [str(tmp_path / "a.mp4"), "gs://b/c.mp4"]
     assert [extras_of(v, "score", "label") for v in videos] == [{"score": 0.5, "label": "p"},
                                                                {"score": 2.0, "label": None}]
@@ -175,3 +218,36 @@ def test_csv_line_numbers_count_multiline_fields(tmp_path: Path) -> None:
     manifest.write_text('uri,notes\na.mp4,"two\nlines"\n,bad\n')  # the bad row is on line 4
     with pytest.raises(ManifestError, match="line 4: uri"):
         load_manifest(str(manifest))
+
+
+def test_jsonl_pieces_own_each_line_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms.discover import manifest as manifest_module
+
+    manifest = tmp_path / "many.jsonl"
+    rows = [json.dumps({"uri": f"v{i:04d}.mp4", "pad": "x" * (i % 37)}) for i in range(600)]
+    manifest.write_text("\n".join(rows) + "\n")
+    pieces = manifest_module.plan_pieces(str(manifest))
+    assert len(pieces) > 100, "a manifest is cut into many pieces so workers share it"
+    seen = [entry.record["uri"] for piece in pieces for entry in manifest_module.read_piece(piece)]
+    assert sorted(seen) == [f"v{i:04d}.mp4" for i in range(600)]
+    # The same through the pipeline, pieces spread over a real runner.
+    assert [v.uri for v in discover(str(manifest)).videos] == [str(tmp_path / f"v{i:04d}.mp4") for i in range(600)]
+
+
+def test_bad_rows_past_the_head_become_error_rows(tmp_path: Path) -> None:
+    manifest = tmp_path / "late.jsonl"
+    good = [json.dumps({"uri": f"g{i}.mp4"}) for i in range(HEAD_ROWS)]
+    manifest.write_text("\n".join([*good, json.dumps({"title": "no uri"}), "{broken", json.dumps({"uri": "z.mp4"})])
+                        + "\n")
+    check_input(str(manifest))  # the head is fine, so the build starts
+    found = discover(str(manifest))
+    assert len(found.videos) == HEAD_ROWS + 1
+    assert len(found.failed) == 2
+    messages = sorted(f.errors[0]["message"] for f in found.failed)
+    assert all(f.errors[0]["stage"] == "manifest" and f.errors[0]["error_class"] == "ManifestError"
+               for f in found.failed)
+    offset = len("\n".join(good)) + 1
+    assert f"byte {offset}: uri: Field required" in messages[0] + messages[1]
+    assert any("not valid JSON" in m for m in messages)
+    with pytest.raises(ManifestError):
+        load_manifest(str(manifest))  # read whole, the file is refused with its line numbers

@@ -1,0 +1,75 @@
+"""Commit each video the moment it is finished: one object per video (``index.commit``), then its outcome."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+
+from index.commit import VideoCommit, now_utc, write_commit
+from index.layout import IndexLayout, commit_key
+from schemas.rows import RunContext
+from schemas.tables import segments_schema
+from schemas.work import InputIgnored, InputSkipped, Outcome, VideoFailed, VideoResult
+from transforms.parse.outcomes import append_progress
+
+log = logging.getLogger(__name__)
+
+
+class CommitVideos(beam.DoFn):
+    """VideoResult / VideoFailed -> a per-video commit written to the index; every record -> an ``Outcome``.
+
+    A video with any error is committed as ``failed`` with its error rows only (a rerun retries
+    it); otherwise as ``indexed`` with its ``videos`` row and segments. The object's name is the
+    video's content id under the run's settings hash, so writing it again replaces it.
+    """
+
+    def __init__(self, location: str, run: RunContext, embedding_dim: int, embedding_metadata: dict[bytes, bytes],
+                 progress_file: str | None = None) -> None:
+        self._layout = IndexLayout(location)
+        self._run = run
+        self._schema = segments_schema(embedding_dim).with_metadata(embedding_metadata)
+        self._progress_file = progress_file
+
+    def setup(self) -> None:
+        self._indexed = beam.metrics.Metrics.counter("plm_index", "videos_indexed")
+        self._failed = beam.metrics.Metrics.counter("plm_index", "videos_failed")
+
+    def _commit(self, commit: VideoCommit, segments: pa.Table | None) -> None:
+        write_commit(self._layout, commit, segments)
+        (self._indexed if commit.status == "indexed" else self._failed).inc()
+        log.info("committed %s (%s, %d clips, %d segment rows, %d errors)", commit.uri, commit.status,
+                 commit.num_clips, commit.num_segments, len(commit.errors))
+        append_progress(self._progress_file, f"committed\t{commit.key}\t{commit.status}\t{commit.num_clips}")
+
+    def process(self, item: Any) -> Iterator[Outcome]:
+        if isinstance(item, InputSkipped):
+            yield Outcome("skipped", item.uri)
+        elif isinstance(item, InputIgnored):
+            yield Outcome("ignored", item.uri)
+        elif isinstance(item, VideoFailed):
+            yield self._failed_commit(item.uri, item.video_id, item.errors, 0)
+        elif isinstance(item, VideoResult):
+            video = item.video
+            if item.errors:
+                yield self._failed_commit(video.uri, video.video_id, item.errors, video.num_clips)
+                return
+            commit = VideoCommit(key=commit_key(video.video_id, video.uri), video_id=video.video_id, uri=video.uri,
+                                 settings_hash=self._run.settings_hash, status="indexed", committed_at=now_utc(),
+                                 run_id=self._run.run_id, video=self._run.video_row(video),
+                                 num_clips=video.num_clips, num_segments=len(item.segments))
+            self._commit(commit, pa.Table.from_pylist(list(item.segments), schema=self._schema))
+            yield Outcome("indexed", video.uri, clips=video.num_clips, segments=len(item.segments))
+        else:
+            raise TypeError(f"the commit stage got a {type(item).__name__}; every record must end as an outcome")
+
+    def _failed_commit(self, uri: str, video_id: str | None, errors: tuple[dict[str, Any], ...],
+                       num_clips: int) -> Outcome:
+        commit = VideoCommit(key=commit_key(video_id, uri), video_id=video_id, uri=uri,
+                             settings_hash=self._run.settings_hash, status="failed", committed_at=now_utc(),
+                             run_id=self._run.run_id, errors=errors, num_clips=num_clips)
+        self._commit(commit, None)
+        return Outcome("failed", uri, clips=num_clips, errors=len(errors))
