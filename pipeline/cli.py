@@ -1,4 +1,4 @@
-"""``plm-index``: build an index, search it, or run the demo."""
+"""``plm-index``: build an index, search it, see its status, compact or migrate it, or run the demo."""
 
 from __future__ import annotations
 
@@ -78,6 +78,49 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """``plm-index status``: what the index holds, what failed, what a rerun would redo."""
+    import json
+
+    from index.layout import LegacyIndexError
+    from index.status import index_status
+
+    try:
+        status = index_status(args.index)
+    except (LegacyIndexError, FileNotFoundError) as exc:
+        print(f"plm-index status: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(status.to_json(), indent=1) if args.json else status.text())
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """``plm-index compact``: merge live per-video commits into a compacted generation."""
+    from index.compact import compact
+    from index.layout import LegacyIndexError
+
+    try:
+        report = compact(args.index, full=args.full)
+    except (LegacyIndexError, FileNotFoundError) as exc:
+        print(f"plm-index compact: {exc}", file=sys.stderr)
+        return 2
+    print(report.line())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``plm-index migrate``: convert a first-layout index (runs/<id>/_SUCCESS) to the current format."""
+    from index.migrate import migrate
+
+    try:
+        report = migrate(args.index)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"plm-index migrate: {exc}", file=sys.stderr)
+        return 2
+    print(report.line())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
     """``plm-index demo``: sample videos, the tiny model if needed, an index and one search."""
     from pipeline.demo import make_demo_videos
@@ -126,6 +169,9 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+LIGHT_COMMANDS = {"status": cmd_status, "compact": cmd_compact, "migrate": cmd_migrate}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     from pipeline.options import add_build_flags
@@ -157,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--html", default=None, metavar="OUT.html",
                         help="also write a results page with thumbnails to this file")
+    status = commands.add_parser("status", help="what an index holds, what failed, what a rerun would redo")
+    status.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    compact = commands.add_parser("compact", help="merge per-video commits into fewer, larger files")
+    compact.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
+    compact.add_argument("--full", action="store_true", help="rewrite every generation into one")
+    migrate = commands.add_parser("migrate", help="convert a first-layout index (runs/<id>/_SUCCESS) in place")
+    migrate.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
@@ -189,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args, beam_args = parser.parse_known_args(argv)
-    if args.command == "search" and beam_args:
+    if args.command in ("search", "status", "compact", "migrate") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     _configure_logging(args.verbose)
     if args.command == "build":
@@ -198,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_search(args)
     if args.command == "eval":
         return cmd_eval(args, beam_args)
+    if args.command in LIGHT_COMMANDS:
+        return LIGHT_COMMANDS[args.command](args)
     return cmd_demo(args, beam_args)
 
 

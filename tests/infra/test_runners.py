@@ -200,7 +200,7 @@ def test_dataflow_dry_run_builds_the_gpu_job(monkeypatch: pytest.MonkeyPatch, tm
     payload = beam_runner_api_pb2.DockerPayload.FromString(env.payload)
     assert payload.container_image == IMAGE
     names = [t.unique_name for t in proto.components.transforms.values() if t.environment_id == env_id]
-    for step in ("Probe", "Plan", "Decode", "Infer", "Parse", "WriteSegments"):
+    for step in ("Inputs", "Probe", "Plan", "Decode", "Infer", "Parse", "Gather", "Embed", "Commit", "Account"):
         assert any(name == step or name.startswith(step + "/") for name in names), step
 
     # The description create_job would send, built offline from the same job (the step dry_run skips).

@@ -129,4 +129,5 @@ class PlanClips(beam.DoFn):
             return
         summary = VideoSummary.of(info, len(clips))
         beam.metrics.Metrics.counter("plm_index", "clips_planned").inc(len(clips))
+        log.info("planned %d clips of %s", len(clips), info.uri)
         yield VideoClips(info=info, clips=tuple(replace(clip, video=summary) for clip in clips))
