@@ -128,6 +128,25 @@ def ffmpeg_encode(path: str, source: str, seconds: float, codec: str, extra: lis
     return time.perf_counter() - start
 
 
+def tiny_model_and_videos(ctx: Context, name: str, count: int, seconds: float) -> tuple[str, list[str]] | str:
+    """The tiny PLM and ``count`` small distinct test videos (cached), or why the tiny model is unavailable."""
+    from core.media import make_video
+    from pipeline.build import ensure_tiny_model
+
+    try:
+        model = ensure_tiny_model()
+    except Exception as exc:  # noqa: BLE001 - the caller reports a skipped figure
+        return f"tiny model unavailable: {exc}"
+    folder = os.path.join(ctx.cache_dir, name)
+    paths = []
+    for index in range(count):
+        path = os.path.join(folder, f"v{index}.mp4")
+        if not os.path.exists(path):
+            make_video(path, f"testsrc=size=320x240:rate=25,hue=h={index * 360 // count}", seconds)
+        paths.append(path)
+    return model, paths
+
+
 def machine() -> dict[str, Any]:
     """The machine the run measured."""
     import platform

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.common import Context, Figure, Stat, skipped
+from bench.common import Context, Figure, Stat, skipped, tiny_model_and_videos
 
 INFERRED = re.compile(r"inferred (\w+) for clip (\d+) of (.+)$")
 COMMITTED = re.compile(r"committed (.+?) \((indexed|failed),")
@@ -86,19 +86,12 @@ def attempt(command: list[str], kill_after_clips: int | None = None, timeout_s: 
 
 def run(ctx: Context) -> list[Figure]:
     """Clean run vs killed at 50 % and 90 % then resumed, over 6 videos of 3 clips each (2 with ``--quick``)."""
-    from core.media import make_video
-    from pipeline.build import ensure_tiny_model
-
-    try:
-        model = ensure_tiny_model()
-    except Exception as exc:  # noqa: BLE001 - reported as a skipped figure
-        return [skipped("resume", "resume", f"tiny model unavailable: {exc}")]
-    folder = os.path.join(ctx.cache_dir, "resume-videos")
     count = 2 if ctx.quick else 6
-    for index in range(count):
-        path = os.path.join(folder, f"v{index}.mp4")
-        if not os.path.exists(path):
-            make_video(path, f"testsrc=size=320x240:rate=25,hue=h={index * 60}", 6)
+    found = tiny_model_and_videos(ctx, "resume-videos", count, 6)
+    if isinstance(found, str):
+        return [skipped("resume", "resume", found)]
+    model, paths = found
+    folder = os.path.dirname(paths[0])
     work = os.path.join(ctx.out_dir, "resume")
     clean = attempt(build_command(folder, os.path.join(work, f"clean-{time.time_ns()}"), model))
     total = len(clean.inferred)

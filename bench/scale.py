@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import Context, Figure, Stat, skipped
+from bench.common import Context, Figure, Stat, skipped, tiny_model_and_videos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS_LARGE = 1_000_000
@@ -113,20 +113,10 @@ def seconds_to_first_plan(manifest: str, output: str, model: str, timeout_s: flo
 
 def run(ctx: Context) -> list[Figure]:
     """Launcher RSS, proto bytes and time to the first planned clip: 1M-row manifest against 1k rows."""
-    from core.media import make_video
-    from pipeline.build import ensure_tiny_model
-
-    try:
-        model = ensure_tiny_model()
-    except Exception as exc:  # noqa: BLE001 - reported as a skipped figure
-        return [skipped("scale", "scale", f"tiny model unavailable: {exc}")]
-    folder = os.path.join(ctx.cache_dir, "scale-videos")
-    videos = []
-    for index in range(3):
-        path = os.path.join(folder, f"v{index}.mp4")
-        if not os.path.exists(path):
-            make_video(path, f"testsrc=size=320x240:rate=25,hue=h={index * 90}", 4)
-        videos.append(path)
+    found = tiny_model_and_videos(ctx, "scale-videos", 3, 4)
+    if isinstance(found, str):
+        return [skipped("scale", "scale", found)]
+    model, videos = found
     large_rows = ROWS_SMALL * 10 if ctx.quick else ROWS_LARGE
     small = write_manifest(os.path.join(ctx.cache_dir, f"scale-{ROWS_SMALL}.jsonl"), ROWS_SMALL, videos)
     large = write_manifest(os.path.join(ctx.cache_dir, f"scale-{large_rows}.jsonl"), large_rows, videos)

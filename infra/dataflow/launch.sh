@@ -7,8 +7,8 @@
 #                        PLM_INDEX (the plm-index command to run)
 # Any arguments are passed on to `plm-index build` (e.g. --clips scenes --batch-size 8).
 #
-# The command runs until the job ends: the launcher writes the run's _SUCCESS marker and prints the
-# accounting line after the workers finish, so run it where it can stay up (tmux, a small VM).
+# The command runs until the job ends: workers commit each video as it finishes; the launcher then
+# compacts the index and prints the accounting line, so run it where it can stay up (tmux, a small VM).
 set -euo pipefail
 
 missing=()
