@@ -269,7 +269,8 @@ def test_pipeline_proto_round_trips_and_dofns_pickle() -> None:
 
     p.visit(Collect())
     kinds = {type(fn).__name__ for fn in fns}
-    for expected in ("ProbeVideos", "PlanClips", "SampleFrames", "ParseOutputs"):
+    for expected in ("ProbeVideos", "PlanClips", "SampleFrames", "ExpandClips", "ParseOutcomes", "GatherVideos",
+                     "EmbedVideos", "CommitVideos"):
         assert expected in kinds, kinds
     for fn in fns:
         assert type(pickler.loads(pickler.dumps(fn))) is type(fn)
