@@ -59,20 +59,28 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``plm-index search``."""
-    from pipeline.search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search
+    """``plm-index search``: imports only the ``search`` package (no Beam, no torch)."""
+    from search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search, sync
+    from search.store import StoreError
 
-    filters = SearchFilters(video=getattr(args, "video", None), task=getattr(args, "task", None),
-                            start_s=getattr(args, "start_s", None), end_s=getattr(args, "end_s", None))
-    merge_gap = None if getattr(args, "no_merge", False) else getattr(args, "merge_gap", DEFAULT_MERGE_GAP_S)
     try:
+        if getattr(args, "rebuild", False):
+            print(sync(args.index, getattr(args, "embedding_model", None), rebuild=True).line(), file=sys.stderr)
+            if args.query is None:
+                return 0
+        if args.query is None:
+            print("plm-index search: give a query (or --rebuild to rebuild the search index)", file=sys.stderr)
+            return 2
+        filters = SearchFilters(video=getattr(args, "video", None), task=getattr(args, "task", None),
+                                start_s=getattr(args, "start_s", None), end_s=getattr(args, "end_s", None))
+        merge_gap = None if getattr(args, "no_merge", False) else getattr(args, "merge_gap", DEFAULT_MERGE_GAP_S)
         print(run_search(args.index, args.query, args.limit, args.json, mode=getattr(args, "mode", "hybrid"),
                          filters=filters, min_score=getattr(args, "min_score", None), merge_gap_s=merge_gap,
                          html_out=getattr(args, "html", None),
                          embedding_model=getattr(args, "embedding_model", None)))
         if getattr(args, "html", None):
             print(f"wrote {args.html}", file=sys.stderr)
-    except (SearchQueryError, FileNotFoundError) as exc:
+    except (SearchQueryError, FileNotFoundError, StoreError) as exc:
         print(f"plm-index search: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -126,18 +134,13 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
-    from pipeline.options import add_build_flags
-
-    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
-    add_build_flags(build)
+def add_search_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``search`` subcommand's flags (kept apart so a search never imports the build's flags)."""
     search = commands.add_parser("search", help="search an index by action")
     search.add_argument("--index", required=True, help="index folder (local or gs://)")
-    search.add_argument("query")
+    search.add_argument("query", nargs="?", default=None)
+    search.add_argument("--rebuild", action="store_true",
+                        help="rebuild the derived search index (INDEX/search/) from the Parquet index first")
     search.add_argument("--mode", choices=["keyword", "semantic", "hybrid"], default="hybrid",
                         help="BM25 keywords, embedding cosine, or both fused (default)")
     search.add_argument("--limit", type=int, default=10, help="number of moments to show")
@@ -157,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--html", default=None, metavar="OUT.html",
                         help="also write a results page with thumbnails to this file")
+
+
+def search_only_parser() -> argparse.ArgumentParser:
+    """A parser with only the search subcommand: a search starts without importing Beam."""
+    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_search_parser(commands)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    from pipeline.options import add_build_flags
+
+    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
+    add_build_flags(build)
+    add_search_parser(commands)
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
@@ -186,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``plm-index`` console script."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = search_only_parser() if first == "search" else build_parser()
     args, beam_args = parser.parse_known_args(argv)
     if args.command == "search" and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")

@@ -157,7 +157,7 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     snap = snapshot(location)
     state = _state(snap)
     if manifest["state"] == state and not rebuild:
-        return SyncReport(root, len(manifest["parts"]), 0, 0, 0, sum(p["rows"] for p in manifest["parts"]),
+        return SyncReport(root, len(manifest["parts"]), 0, 0, 0, _current_units(manifest["parts"]),
                           time.perf_counter() - started)
     embedder = query_embedder(model)  # loaded only when there is something to embed
     dim = embedder.dim
@@ -200,7 +200,7 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
             continue
         owners = pq.read_table(os.path.join(root, "parts", part["name"], "units.parquet"), columns=["owner"])
         mask = ~np.isin(np.asarray(owners.column("owner").to_pylist(), dtype=object), list(owned))
-        part = {**part, "dead": None}
+        part = {**part, "dead": None, "dead_rows": int(mask.sum())}
         if mask.any():
             dead_name = f"dead-{state}.npy"
             np.save(os.path.join(root, "parts", part["name"], dead_name), np.flatnonzero(mask).astype(np.int64))
@@ -211,8 +211,12 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     for part in dropped:
         shutil.rmtree(os.path.join(root, "parts", part["name"]), ignore_errors=True)
     _remove_orphans(root, {p["name"] for p in kept}, state)
-    return SyncReport(root, len(kept), added, len(dropped), units_added, sum(p["rows"] for p in kept),
+    return SyncReport(root, len(kept), added, len(dropped), units_added, _current_units(kept),
                       time.perf_counter() - started)
+
+
+def _current_units(parts: list[dict]) -> int:
+    return sum(p["rows"] - p.get("dead_rows", 0) for p in parts)
 
 
 def _remove_orphans(root: str, names: set[str], state: str) -> None:
@@ -350,3 +354,18 @@ def open_store(location: str, model: str | None = None, sync_first: bool = True)
         parts.append(Part(part["name"], folder, part["rows"], part["terms"], manifest["dim"] or EMBEDDING_DIM_DEFAULT,
                           dead))
     return Store(root, manifest["model"], manifest["dim"] or EMBEDDING_DIM_DEFAULT, parts)
+
+
+def sync_after_build(location: str, model: str | None = None) -> SyncReport | None:
+    """The build's last step: bring the search index up to date, or say why not without failing the build.
+
+    The Parquet index is complete either way; a search syncs again when it opens the index.
+    """
+    try:
+        report = sync(location, model)
+    except Exception as exc:  # noqa: BLE001 - the build's own work is committed; search catches up later
+        log.warning("the search index of %s was not updated (%s: %s); the next search or "
+                    "'plm-index search --index %s --rebuild' will do it", location, type(exc).__name__, exc, location)
+        return None
+    log.info("%s", report.line())
+    return report
