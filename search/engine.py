@@ -40,6 +40,10 @@ SEMANTIC_FLOOR = 0.2
 # Hits gathered (per requested moment) before merging into moments.
 POOL_PER_RESULT = 5
 MIN_POOL = 50
+# The int8 scan's cosine is within about 0.005 of the exact one: candidates this close to the floor
+# are kept, and this many of the best per part are re-scored exactly before the final ranking.
+APPROX_MARGIN = 0.01
+RESCORE_POOL = 1000
 
 
 def _top(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -131,17 +135,26 @@ class SearchEngine:
                     lexical[rows] += bm25_term_scores(tf, lengths, avg_length, term_idf[term])
                 else:
                     lexical[rows] += term_idf[term] / idf_total if idf_total > 0 else 0.0
+            boost = HYBRID_KEYWORD_WEIGHT * lexical ** 2 if mode == "hybrid" else 0.0
             if mode == "keyword":
                 scores, keep = lexical, lexical > 0
             else:
-                cosine = part.cosine(qvec)
-                keep = cosine >= min_similarity
-                scores = cosine
+                # Rank on the int8 scan, then re-score a generous pool exactly (float16).
+                scores = part.approximate_cosine(qvec) + boost
+                keep = scores >= min_similarity - APPROX_MARGIN
                 if mode == "hybrid":
                     keep |= lexical > 0
-                    scores = cosine + HYBRID_KEYWORD_WEIGHT * lexical ** 2
             if allowed is not None:
                 keep &= allowed
+            if mode != "keyword":
+                pool = _top(scores, np.flatnonzero(keep), max(limit * 2, RESCORE_POOL))
+                cosine = part.exact_cosine(qvec, pool)
+                scores = np.full(part.rows, -np.inf, dtype=np.float32)
+                scores[pool] = cosine + (boost[pool] if mode == "hybrid" else 0.0)
+                keep = np.zeros(part.rows, dtype=bool)
+                keep[pool] = cosine >= min_similarity
+                if mode == "hybrid":
+                    keep[pool] |= lexical[pool] > 0
             if min_score is not None:
                 keep &= scores >= min_score
             best = _top(scores, np.flatnonzero(keep), limit)
