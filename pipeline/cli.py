@@ -162,12 +162,36 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
                         help="also write a results page with thumbnails to this file")
 
 
-def search_only_parser() -> argparse.ArgumentParser:
-    """A parser with only the search subcommand: a search starts without importing Beam."""
+def add_import_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``import`` subcommand's flags."""
+    imp = commands.add_parser("import", help="add your own segments (JSONL or Parquet) to an index")
+    imp.add_argument("--index", required=True, help="index folder (local or gs://)")
+    imp.add_argument("file", help="rows of uri, start_s, end_s, text, optionally task and events")
+    imp.add_argument("--embedding-model", default=None, help="default: the packaged all-MiniLM-L6-v2")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``plm-index import``."""
+    from search.importing import SegmentImportError, import_segments
+
+    try:
+        report = import_segments(args.index, args.file, args.embedding_model)
+    except (SegmentImportError, FileNotFoundError, ValueError) as exc:
+        print(f"plm-index import: {exc}", file=sys.stderr)
+        return 2
+    print(report.line())
+    return 0
+
+
+LIGHT_COMMANDS = {"search": add_search_parser, "import": add_import_parser}
+
+
+def search_only_parser(command: str = "search") -> argparse.ArgumentParser:
+    """A parser with only ``command`` (search or import): they start without importing Beam."""
     parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_search_parser(commands)
+    LIGHT_COMMANDS[command](commands)
     return parser
 
 
@@ -181,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
     add_build_flags(build)
     add_search_parser(commands)
+    add_import_parser(commands)
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
@@ -212,15 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``plm-index`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = search_only_parser() if first == "search" else build_parser()
+    parser = search_only_parser(first) if first in LIGHT_COMMANDS else build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command == "search" and beam_args:
+    if args.command in LIGHT_COMMANDS and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     _configure_logging(args.verbose)
     if args.command == "build":
         return cmd_build(args, beam_args)
     if args.command == "search":
         return cmd_search(args)
+    if args.command == "import":
+        return cmd_import(args)
     if args.command == "eval":
         return cmd_eval(args, beam_args)
     return cmd_demo(args, beam_args)
