@@ -37,8 +37,9 @@ import pyarrow.parquet as pq
 
 from core import storage
 from core.text_embedding import EMBEDDING_DIM_DEFAULT, model_label, query_embedder
+from index.commit import read_commit
 from index.layout import IndexLayout
-from index.read import LIVE, IndexSnapshot, read_parquet, snapshot, with_snapshot_retries
+from index.read import LIVE, IndexSnapshot, conform_segments, read_parquet, snapshot, with_snapshot_retries
 from search.text_index import TextIndex, write_text_index
 from search.units import OWNER_SEP, UNITS_SCHEMA, segments_to_units
 
@@ -187,10 +188,12 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     if wanted:
         wanted_set = set(wanted)
         batch_tables, batch_live = [], {}
-        for commit, segments in snap.iter_live_segments():
+        for path, stored in snap.live.items():  # headers only; segments read for new commits alone
+            commit = stored.commit
             owner = f"{commit.settings_hash}{OWNER_SEP}{commit.video_id}"
-            if (owner, str(commit.committed_at)) not in wanted_set:
+            if commit.status != "indexed" or (owner, str(commit.committed_at)) not in wanted_set:
                 continue
+            segments = stored.segments if stored.segments is not None else read_commit(path).segments
             batch_tables.append(segments)
             batch_live[owner] = str(commit.committed_at)
         units, vectors = _units_of(batch_tables, embedder.embed, label, dim)
@@ -240,6 +243,8 @@ def _remove_orphans(root: str, names: set[str], state: str) -> None:
 def _units_of(tables: list[pa.Table], embed, label: str, dim: int) -> tuple[pa.Table, np.ndarray]:
     units, vectors = [], []
     for table in tables:
+        # Older files may lack columns: conform them, keeping the metadata that names the embedding model.
+        table = conform_segments(table).replace_schema_metadata(table.schema.metadata)
         u, v = segments_to_units(table, embed, label, dim)
         units.append(u)
         vectors.append(v)
