@@ -17,6 +17,7 @@ from index import Accounting, RunRecord, compact, ensure_format, read_run, write
 from pipeline.graph import pipeline
 from schemas.config import PIPELINE_VERSION, BuildConfig
 from schemas.rows import RunContext
+from search.store import sync_after_build
 from transforms.discover import check_input
 
 log = logging.getLogger(__name__)
@@ -144,4 +145,5 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
                            f"{config.output}/runs/{run.run_id}.json; its finished videos are committed, run again")
     if compact_at_end:
         log.info("%s", compact(config.output).line())
+    sync_after_build(config.output, config.embedding_model)
     return BuildSummary.of(run.run_id, Accounting(**finished.accounting))

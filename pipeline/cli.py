@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -59,20 +60,28 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``plm-index search``."""
-    from pipeline.search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search
+    """``plm-index search``: imports only the ``search`` package (no Beam, no torch)."""
+    from search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search, sync
+    from search.store import StoreError
 
-    filters = SearchFilters(video=getattr(args, "video", None), task=getattr(args, "task", None),
-                            start_s=getattr(args, "start_s", None), end_s=getattr(args, "end_s", None))
-    merge_gap = None if getattr(args, "no_merge", False) else getattr(args, "merge_gap", DEFAULT_MERGE_GAP_S)
     try:
+        if getattr(args, "rebuild", False):
+            print(sync(args.index, getattr(args, "embedding_model", None), rebuild=True).line(), file=sys.stderr)
+            if args.query is None:
+                return 0
+        if args.query is None:
+            print("plm-index search: give a query (or --rebuild to rebuild the search index)", file=sys.stderr)
+            return 2
+        filters = SearchFilters(video=getattr(args, "video", None), task=getattr(args, "task", None),
+                                start_s=getattr(args, "start_s", None), end_s=getattr(args, "end_s", None))
+        merge_gap = None if getattr(args, "no_merge", False) else getattr(args, "merge_gap", DEFAULT_MERGE_GAP_S)
         print(run_search(args.index, args.query, args.limit, args.json, mode=getattr(args, "mode", "hybrid"),
                          filters=filters, min_score=getattr(args, "min_score", None), merge_gap_s=merge_gap,
                          html_out=getattr(args, "html", None),
                          embedding_model=getattr(args, "embedding_model", None)))
         if getattr(args, "html", None):
             print(f"wrote {args.html}", file=sys.stderr)
-    except (SearchQueryError, FileNotFoundError) as exc:
+    except (SearchQueryError, FileNotFoundError, StoreError) as exc:
         print(f"plm-index search: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -169,21 +178,13 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-LIGHT_COMMANDS = {"status": cmd_status, "compact": cmd_compact, "migrate": cmd_migrate}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
-    from pipeline.options import add_build_flags
-
-    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
-    add_build_flags(build)
+def add_search_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``search`` subcommand's flags (kept apart so a search never imports the build's flags)."""
     search = commands.add_parser("search", help="search an index by action")
     search.add_argument("--index", required=True, help="index folder (local or gs://)")
-    search.add_argument("query")
+    search.add_argument("query", nargs="?", default=None)
+    search.add_argument("--rebuild", action="store_true",
+                        help="rebuild the derived search index (INDEX/search/) from the Parquet index first")
     search.add_argument("--mode", choices=["keyword", "semantic", "hybrid"], default="hybrid",
                         help="BM25 keywords, embedding cosine, or both fused (default)")
     search.add_argument("--limit", type=int, default=10, help="number of moments to show")
@@ -203,14 +204,79 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("--html", default=None, metavar="OUT.html",
                         help="also write a results page with thumbnails to this file")
+
+
+def add_import_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``import`` subcommand's flags."""
+    imp = commands.add_parser("import", help="add your own segments (JSONL or Parquet) to an index")
+    imp.add_argument("--index", required=True, help="index folder (local or gs://)")
+    imp.add_argument("file", help="rows of uri, start_s, end_s, text, optionally task and events")
+    imp.add_argument("--embedding-model", default=None, help="default: the packaged all-MiniLM-L6-v2")
+
+
+def add_status_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``status`` subcommand's flags."""
     status = commands.add_parser("status", help="what an index holds, what failed, what a rerun would redo")
     status.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_compact_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``compact`` subcommand's flags."""
     compact = commands.add_parser("compact", help="merge per-video commits into fewer, larger files")
     compact.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     compact.add_argument("--full", action="store_true", help="rewrite every generation into one")
+
+
+def add_migrate_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``migrate`` subcommand's flags."""
     migrate = commands.add_parser("migrate", help="convert a first-layout index (runs/<id>/_SUCCESS) in place")
     migrate.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``plm-index import``."""
+    from search.importing import SegmentImportError, import_segments
+
+    try:
+        report = import_segments(args.index, args.file, args.embedding_model)
+    except (SegmentImportError, FileNotFoundError, ValueError) as exc:
+        print(f"plm-index import: {exc}", file=sys.stderr)
+        return 2
+    print(report.line())
+    return 0
+
+
+# Commands that never touch Beam or torch: parsed without the build's flags, so they start fast.
+LIGHT_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "search": (add_search_parser, cmd_search),
+    "import": (add_import_parser, cmd_import),
+    "status": (add_status_parser, cmd_status),
+    "compact": (add_compact_parser, cmd_compact),
+    "migrate": (add_migrate_parser, cmd_migrate),
+}
+
+
+def light_parser(command: str) -> argparse.ArgumentParser:
+    """A parser with only ``command`` (one of ``LIGHT_COMMANDS``): it starts without importing Beam."""
+    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    LIGHT_COMMANDS[command][0](commands)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    from pipeline.options import add_build_flags
+
+    parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="index videos (unknown flags go to Beam, e.g. --runner)")
+    add_build_flags(build)
+    for add_parser, _ in LIGHT_COMMANDS.values():
+        add_parser(commands)
     demo = commands.add_parser("demo", help="make sample videos, index them, search them")
     demo.add_argument("--workdir", default="demo-out")
     demo.add_argument("--input", default=None, help="index these videos instead of the generated ones")
@@ -240,20 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``plm-index`` console script."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = light_parser(first) if first in LIGHT_COMMANDS else build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("search", "status", "compact", "migrate") and beam_args:
+    if args.command in LIGHT_COMMANDS and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     _configure_logging(args.verbose)
     if args.command == "build":
         return cmd_build(args, beam_args)
-    if args.command == "search":
-        return cmd_search(args)
+    if args.command in LIGHT_COMMANDS:
+        return LIGHT_COMMANDS[args.command][1](args)
     if args.command == "eval":
         return cmd_eval(args, beam_args)
-    if args.command in LIGHT_COMMANDS:
-        return LIGHT_COMMANDS[args.command](args)
     return cmd_demo(args, beam_args)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from core import storage
 from index import list_runs, read_current
 from pipeline.build import run_build
 from pipeline.options import beam_options
-from pipeline.search import keyword_search, load_segments
 from schemas.config import BuildConfig, ClipSpec, ModelConfig
+from search import run_search
 
 
 def upload_folder(folder: Path, prefix: str) -> None:
@@ -42,10 +43,9 @@ def test_build_from_and_to_gcs(gcs_emulator, video_folder: Path, tiny_model: str
 
     assert local["a.mp4"] == probe_video(VideoInput(str(video_folder / "a.mp4"))).video_id
     assert list_runs(output)[0].accounting_line == summary.line()
-    table = load_segments(output)
     query = segments[0]["text"]
-    hits = keyword_search(table, query, limit=3)
-    assert hits and hits[0].uri.startswith(f"gs://{bucket}/in/")
+    hits = json.loads(run_search(output, query, 3, True, mode="keyword"))
+    assert hits and hits[0]["uri"].startswith(f"gs://{bucket}/in/")
 
 
 def test_demo_command_with_gcs_input(gcs_emulator, gcs_emulator_server, video_folder: Path, tiny_model: str,

