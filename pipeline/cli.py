@@ -1,4 +1,4 @@
-"""``plm-index``: build an index, search it, see its status, compact or migrate it, or run the demo."""
+"""``plm-index``: build an index, search or serve it, see its status, compact or migrate it, or run the demo."""
 
 from __future__ import annotations
 
@@ -214,6 +214,34 @@ def add_import_parser(commands: argparse._SubParsersAction) -> None:
     imp.add_argument("--embedding-model", default=None, help="default: the packaged all-MiniLM-L6-v2")
 
 
+def add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``serve`` subcommand's flags."""
+    serve = commands.add_parser("serve", help="a local web page (and JSON API) to search an index and watch the moments")
+    serve.add_argument("--index", required=True, help="index folder (local or gs://)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    serve.add_argument("--embedding-model", default=None,
+                       help="query embedding model (folder or hub id); default: the one the index records")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``plm-index serve``: imports the ``search`` package and the web stack only (no Beam, no torch)."""
+    from search import SearchQueryError
+    from search.server import serve
+    from search.store import StoreError
+
+    if not 0 <= args.port <= 65535:
+        print(f"plm-index serve: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
+        return 2
+    try:
+        serve(args.index, args.host, args.port, args.embedding_model)
+    except (SearchQueryError, FileNotFoundError, StoreError) as exc:
+        print(f"plm-index serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def add_status_parser(commands: argparse._SubParsersAction) -> None:
     """The ``status`` subcommand's flags."""
     status = commands.add_parser("status", help="what an index holds, what failed, what a rerun would redo")
@@ -251,6 +279,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 LIGHT_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "search": (add_search_parser, cmd_search),
     "import": (add_import_parser, cmd_import),
+    "serve": (add_serve_parser, cmd_serve),
     "status": (add_status_parser, cmd_status),
     "compact": (add_compact_parser, cmd_compact),
     "migrate": (add_migrate_parser, cmd_migrate),

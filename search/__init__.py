@@ -10,15 +10,16 @@ Importing this package loads neither Beam nor torch: queries are embedded in num
 - ``search.engine``: keyword / semantic / hybrid ranking
 - ``search.moments``: hits merged into moments
 - ``search.render``: table, JSON, thumbnails, HTML page
-- ``search.run``: ``run_search``, the CLI's one call
+- ``search.run``: ``search_moments`` (the CLI's and the server's one ranking call) and ``run_search`` (the CLI's)
+- ``search.server``: ``plm-index serve``, the local web app (imported only by that command)
 """
 
 from search.engine import DEFAULT_MODE, MODES, SearchEngine
 from search.moments import DEFAULT_MERGE_GAP_S, Moment, SearchHit, merge_hits
 from search.query import EmptyIndexError, SearchFilters, SearchQueryError
-from search.run import run_search
+from search.run import run_search, search_moments
 from search.store import SyncReport, open_store, sync
 
 __all__ = ["DEFAULT_MERGE_GAP_S", "DEFAULT_MODE", "MODES", "EmptyIndexError", "Moment", "SearchEngine",
            "SearchFilters", "SearchHit", "SearchQueryError", "SyncReport", "merge_hits", "open_store", "run_search",
-           "sync"]
+           "search_moments", "sync"]

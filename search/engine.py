@@ -57,15 +57,16 @@ def _top(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
 class SearchEngine:
     """Ranks units of a derived search index (``search.store``) for a query; the CLI and server call it."""
 
-    def __init__(self, store: Store, embedding_model: str | None = None) -> None:
+    def __init__(self, store: Store, embedding_model: str | None = None, location: str | None = None) -> None:
         self.store = store
+        self.location = location or store.root
         self.embedding_model = embedding_model
         self.timings: dict[str, float] = {}
 
     @classmethod
     def open(cls, location: str, embedding_model: str | None = None, sync_first: bool = True) -> SearchEngine:
         """Open the derived search index of the index at ``location`` (synced first, see ``open_store``)."""
-        return cls(open_store(location, embedding_model, sync_first=sync_first), embedding_model)
+        return cls(open_store(location, embedding_model, sync_first=sync_first), embedding_model, location)
 
     @property
     def num_rows(self) -> int:

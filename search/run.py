@@ -1,4 +1,8 @@
-"""The one search call the CLI makes (and tests use): check the request, open, rank, render."""
+"""The search calls the CLI and the server make: check the request, rank on an opened engine, render.
+
+``search_moments`` answers one request on an opened ``SearchEngine`` (the server keeps one open);
+``run_search`` opens the engine, calls it and renders a table, JSON or a page (the CLI).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,36 @@ import shutil
 from pathlib import Path
 
 from search.engine import DEFAULT_MODE, MODES, SearchEngine
-from search.moments import DEFAULT_MERGE_GAP_S
+from search.moments import DEFAULT_MERGE_GAP_S, Moment
 from search.query import EmptyIndexError, SearchFilters, SearchQueryError, query_terms
 from search.render import format_table, hits_to_json, render_html
+
+
+def check_request(query: str, mode: str, limit: int, filters: SearchFilters | None) -> SearchFilters:
+    """Reject an unusable query, mode, limit or filter before the index is read; return the filters."""
+    query_terms(query)
+    if mode not in MODES:
+        raise SearchQueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+    if limit < 1:
+        raise SearchQueryError(f"the result limit must be at least 1, not {limit}")
+    filters = filters or SearchFilters()
+    filters.validate()
+    return filters
+
+
+def search_moments(engine: SearchEngine, query: str, limit: int = 10, *, mode: str = DEFAULT_MODE,
+                   filters: SearchFilters | None = None, min_score: float | None = None,
+                   merge_gap_s: float | None = DEFAULT_MERGE_GAP_S) -> list[Moment]:
+    """The moments for one request on an opened engine: what the CLI and the server both answer with.
+
+    Raises ``SearchQueryError`` for an unusable request and ``EmptyIndexError`` if the index holds
+    nothing searchable.
+    """
+    filters = check_request(query, mode, limit, filters)
+    if engine.num_rows == 0:
+        raise EmptyIndexError(f"the index at {engine.location} has no searchable segments (no video is committed "
+                              "there yet, or none produced text)")
+    return engine.search(query, mode, filters, limit, min_score, merge_gap_s)
 
 
 def run_search(index: str, query: str, limit: int = 10, as_json: bool = False, *, mode: str = DEFAULT_MODE,
@@ -22,17 +53,10 @@ def run_search(index: str, query: str, limit: int = 10, as_json: bool = False, *
     ``FileNotFoundError`` if there is no index there, ``SearchQueryError`` for an unusable query,
     mode, limit or filter and ``EmptyIndexError`` if the index holds nothing searchable.
     """
-    query_terms(query)  # a bad query is reported before the index is read
-    if mode not in MODES:
-        raise SearchQueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
-    if limit < 1:
-        raise SearchQueryError(f"the result limit must be at least 1, not {limit}")
-    (filters or SearchFilters()).validate()
+    check_request(query, mode, limit, filters)  # a bad request is reported before the index is read
     engine = SearchEngine.open(index, embedding_model)
-    if engine.num_rows == 0:
-        raise EmptyIndexError(f"the index at {index} has no searchable segments (no video is committed there "
-                              "yet, or none produced text)")
-    moments = engine.search(query, mode, filters, limit, min_score, merge_gap_s)
+    moments = search_moments(engine, query, limit, mode=mode, filters=filters, min_score=min_score,
+                             merge_gap_s=merge_gap_s)
     if html_out:
         page = render_html(moments, query, mode, engine.num_rows)
         folder = os.path.dirname(os.path.abspath(html_out))
