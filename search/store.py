@@ -40,6 +40,7 @@ from core.text_embedding import EMBEDDING_DIM_DEFAULT, model_label, query_embedd
 from index.commit import read_commit
 from index.layout import IndexLayout
 from index.read import LIVE, IndexSnapshot, conform_segments, read_parquet, snapshot, with_snapshot_retries
+from search import ivf
 from search.text_index import TextIndex, write_text_index
 from search.units import OWNER_SEP, UNITS_SCHEMA, segments_to_units
 
@@ -163,6 +164,7 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     snap = snapshot(location)
     state = _state(snap)
     if manifest["state"] == state and not rebuild:
+        _ensure_ivf(root, manifest)
         return SyncReport(root, len(manifest["parts"]), 0, 0, 0, _current_units(manifest["parts"]),
                           time.perf_counter() - started)
     embedder = query_embedder(model)  # loaded only when there is something to embed
@@ -219,8 +221,19 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     for part in dropped:
         shutil.rmtree(os.path.join(root, "parts", part["name"]), ignore_errors=True)
     _remove_orphans(root, {p["name"] for p in kept}, state)
+    _ensure_ivf(root, {"dim": dim, "parts": kept})
     return SyncReport(root, len(kept), added, len(dropped), units_added, _current_units(kept),
                       time.perf_counter() - started)
+
+
+def _ensure_ivf(root: str, manifest: dict) -> None:
+    """Give every part of at least ``ivf.MIN_ROWS`` rows its IVF index (parts synced before it existed too)."""
+    for part in manifest["parts"]:
+        folder = os.path.join(root, "parts", part["name"])
+        if part["rows"] >= ivf.MIN_ROWS and not ivf.exists(folder):
+            started = time.perf_counter()
+            ivf.build(folder, part["rows"], manifest["dim"] or EMBEDDING_DIM_DEFAULT)
+            log.info("IVF index of %s (%d rows) built in %.1f s", folder, part["rows"], time.perf_counter() - started)
 
 
 def _current_units(parts: list[dict]) -> int:
@@ -265,6 +278,8 @@ class Part:
     dead: np.ndarray | None
     _text: TextIndex | None = field(default=None, repr=False)
     _units: pq.ParquetFile | None = field(default=None, repr=False)
+    _ivf: ivf.IvfIndex | None = field(default=None, repr=False)
+    _filter_columns: dict = field(default_factory=dict, repr=False)
 
     @property
     def text(self) -> TextIndex:
@@ -279,6 +294,33 @@ class Part:
         if self._units is None:
             self._units = pq.ParquetFile(os.path.join(self.folder, "units.parquet"))
         return self._units
+
+    @property
+    def ivf(self) -> ivf.IvfIndex | None:
+        """The part's IVF index (``search.ivf``), or None for a part scanned whole."""
+        if self._ivf is None and self.rows >= ivf.MIN_ROWS and ivf.exists(self.folder):
+            self._ivf = ivf.IvfIndex.open(self.folder, self.rows, self.dim)
+        return self._ivf
+
+    def filter_column(self, name: str) -> tuple[list, np.ndarray] | np.ndarray:
+        """A column the filters read, kept after its first read: ``uri``/``task`` as (distinct values,
+        each row's index into them), ``start_s``/``end_s`` as numbers."""
+        if name not in self._filter_columns:
+            column = self.units.read(columns=[name]).column(name)
+            if name in ("uri", "task"):
+                encoded = column.dictionary_encode().combine_chunks()
+                self._filter_columns[name] = (encoded.dictionary.to_pylist(),
+                                              encoded.indices.to_numpy(zero_copy_only=False))
+            else:
+                self._filter_columns[name] = column.to_numpy()
+        return self._filter_columns[name]
+
+    def approximate_cosine_at(self, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The int8 cosine of some rows with ``qvec`` (memory-mapped reads)."""
+        matrix = np.memmap(os.path.join(self.folder, "embeddings.i8"), dtype=np.int8, mode="r",
+                           shape=(self.rows, self.dim))
+        scales = np.memmap(os.path.join(self.folder, "scales.f32"), dtype=np.float32, mode="r", shape=(self.rows,))
+        return (np.asarray(matrix[rows], dtype=np.float32) @ qvec.astype(np.float32)) * scales[rows]
 
     def live_mask(self) -> np.ndarray | None:
         """False for rows no longer current; None when every row is."""
