@@ -166,6 +166,7 @@ class SearchEngine:
         qvec = self.embed_query(query) if mode != "keyword" else None
         self.timings["embed_s"] = time.perf_counter() - started
         found: list[tuple[float, int, int]] = []  # score, part, row
+        self.timings["rows_scored"] = 0
         for number, (part, post) in enumerate(zip(parts, postings, strict=True)):
             allowed = self._allowed(part, filters)
             lexical = np.zeros(part.rows, dtype=np.float32)
@@ -190,6 +191,7 @@ class SearchEngine:
                 continue
             for full_scan in (False, True):
                 rows, approx, probed = self._candidates(part, qvec, lexical, allowed, mode, full_scan)
+                self.timings["rows_scored"] += len(rows)
                 boost = HYBRID_KEYWORD_WEIGHT * lexical[rows] ** 2 if mode == "hybrid" else 0.0
                 scores = approx + boost
                 keep = scores >= min_similarity - APPROX_MARGIN
