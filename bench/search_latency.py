@@ -11,10 +11,15 @@ compacted into one generation, then synced into the derived search index (``sear
   keyword), wall time and peak RSS of the process (``wait4``), p50 and p95;
 * baselines in the same run: a bare ``python -c "import pyarrow"``, and a fresh process reading
   the units' text column of the same Parquet with pyarrow (what any Parquet scan costs);
-* warm: one engine opened once, p95 of hybrid top-10 queries in-process (what a server pays).
+* warm: one engine opened once, p50/p95 of hybrid top-10 queries in-process with the IVF index,
+  beside the exact int8 scan in the same process, and the IVF's recall@10 against the exact scan;
+* server: ``plm-index serve`` in its own process, ``/api/search`` round trips on loopback (p50/p95)
+  beside its trivial ``/api/stats`` route;
+* faiss ``IndexIVFFlat`` over the same vectors (same lists, same probes), if faiss is installed:
+  build time, ANN-step latency and recall beside the numpy IVF.
 
 Writes ``search_latency.json`` (a ``search`` object: rows, cold_cli_wall_s_p50, cold_cli_wall_s_p95,
-cold_cli_rss_mb, cold_keyword_wall_s_p50, server_p95_ms (null: no server yet), warm_p95_ms and the
+cold_cli_rss_mb, cold_keyword_wall_s_p50, server_p95_ms, warm_p95_ms, the IVF's recall@10 and the
 baselines) and ``search_latency.md`` into ``--out``.
 """
 
@@ -132,12 +137,129 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run(rows: int, out: str, reps: int, workdir: str, templates: int) -> dict[str, Any]:
+def warm_queries(engine: Any, exact: Any, rounds: int = 3) -> tuple[list[float], list[float], float]:
+    """Warm hybrid top-10 latencies (ms) of the IVF engine and of the exact scan, and the IVF's recall@10
+    against the exact scan (units, before merging into moments)."""
+    engine.search(QUERIES[0])
+    exact.search(QUERIES[0])
+    warm, warm_exact = [], []
+    for _ in range(rounds):
+        for q in QUERIES:
+            for eng, out in ((engine, warm), (exact, warm_exact)):
+                started = time.perf_counter()
+                eng.search(q)
+                out.append((time.perf_counter() - started) * 1000)
+    found = 0
+    for q in QUERIES:
+        key = lambda h: (h.uri, h.clip_index, h.start_s, h.text)  # noqa: E731
+        truth = {key(h) for h in exact.search_hits(q, limit=10)}
+        found += len(truth & {key(h) for h in engine.search_hits(q, limit=10)})
+    return warm, warm_exact, found / (10 * len(QUERIES))
+
+
+def get_ms(url: str) -> float:
+    """Wall milliseconds of one GET, body read."""
+    import urllib.request
+
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        response.read()
+    return (time.perf_counter() - started) * 1000
+
+
+def server_latency(index: str, rounds: int = 3) -> dict[str, float]:
+    """``plm-index serve`` in its own process: p50/p95 of ``/api/search`` (hybrid top 10) round trips on
+    loopback, beside the trivial ``/api/stats`` route's (HTTP and framework cost alone), and its peak RSS."""
+    import socket
+    import urllib.parse
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--index", index, "--port", str(port)],
+                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                get_ms(base + "/api/stats")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("plm-index serve did not start") from None
+                time.sleep(0.5)
+        get_ms(f"{base}/api/search?" + urllib.parse.urlencode({"q": QUERIES[0]}))
+        searches, stats = [], []
+        for _ in range(rounds):
+            for q in QUERIES:
+                searches.append(get_ms(f"{base}/api/search?" + urllib.parse.urlencode({"q": q, "limit": 10})))
+                stats.append(get_ms(base + "/api/stats"))
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        rss = int(status.split("VmHWM:")[1].split()[0]) / 1024
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"search_p50_ms": pct(searches, 50), "search_p95_ms": pct(searches, 95), "stats_p95_ms": pct(stats, 95),
+            "rss_mb": rss}
+
+
+def compare_faiss(engine: Any, exact: Any, nprobe: int = 32) -> dict[str, Any] | None:
+    """faiss ``IndexIVFFlat`` (inner product) over the same vectors with the same list count and probes:
+    build seconds, query p50/p95 (ANN step alone, query embedded once beforehand) and recall@10 of
+    raw neighbours against the exact float16 scan, beside this project's IVF measured the same way."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    from search import ivf
+
+    part = max(engine.store.parts, key=lambda p: p.rows)
+    if part.ivf is None:
+        return None
+    vectors = np.fromfile(os.path.join(part.folder, "embeddings.f16"), dtype=np.float16).reshape(part.rows, -1)
+    vectors = vectors.astype(np.float32)
+    lists = ivf.list_count(part.rows)
+    started = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(vectors.shape[1])
+    index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors[np.random.default_rng(0).choice(part.rows, lists * ivf.TRAIN_ROWS_PER_LIST, replace=False)])
+    index.add(vectors)
+    build_s = time.perf_counter() - started
+    index.nprobe = nprobe
+    qvecs = [engine.embed_query(q) for q in QUERIES]
+    truth = [set(np.argsort(-(vectors @ q))[:10]) for q in qvecs]
+    del vectors
+    timings: dict[str, list[float]] = {"faiss": [], "numpy_ivf": []}
+    found = {"faiss": 0, "numpy_ivf": 0}
+    for q, want in zip(qvecs, truth, strict=True):
+        started = time.perf_counter()
+        _, ids = index.search(q[None].astype(np.float32), 10)
+        timings["faiss"].append((time.perf_counter() - started) * 1000)
+        found["faiss"] += len(want & set(ids[0].tolist()))
+        started = time.perf_counter()
+        rows, approx = part.ivf.probe(q, nprobe)
+        top = rows[np.argsort(-approx)[:10]]
+        timings["numpy_ivf"].append((time.perf_counter() - started) * 1000)
+        found["numpy_ivf"] += len(want & set(top.tolist()))
+    return {"rows": part.rows, "lists": lists, "nprobe": nprobe, "faiss_build_s": build_s,
+            **{f"{name}_p50_ms": pct(t, 50) for name, t in timings.items()},
+            **{f"{name}_p95_ms": pct(t, 95) for name, t in timings.items()},
+            **{f"{name}_recall_at_10": n / (10 * len(QUERIES)) for name, n in found.items()}}
+
+
+def run(rows: int, out: str, reps: int, workdir: str, templates: int, compare: bool = True) -> dict[str, Any]:
     """Build (or reuse) the index, then measure the cold CLI, the baselines and warm queries."""
     index = os.path.join(workdir, f"index-v2-{rows}")
     build: dict[str, Any] = {}
     if not os.path.exists(os.path.join(index, "search", "manifest.json")):
         build = make_index(index, rows, templates)
+    from search import sync
+
+    started = time.perf_counter()
+    sync(index)  # a derived index synced before the IVF index existed gets it here, not in a timed run
+    build["presync_s"] = time.perf_counter() - started
     queries = QUERIES[: max(1, reps)]
     rss_cli = ["-c", RSS_WRAPPER]
     hybrid = [child([*rss_cli, "search", "--index", index, q, "--limit", "10"]) for q in queries]
@@ -149,14 +271,11 @@ def run(rows: int, out: str, reps: int, workdir: str, templates: int) -> dict[st
                    + HWM, units]) for _ in queries]
     from search import SearchEngine
 
-    engine = SearchEngine.open(index)
-    engine.search(QUERIES[0])
-    warm = []
-    for _ in range(3):
-        for q in QUERIES:
-            started = time.perf_counter()
-            engine.search(q)
-            warm.append((time.perf_counter() - started) * 1000)
+    engine = SearchEngine.open(index)  # syncs first: builds the IVF index of a part synced before it existed
+    exact = SearchEngine(engine.store, ann=False)
+    warm, warm_exact, recall = warm_queries(engine, exact)
+    served = server_latency(index)
+    compared = compare_faiss(engine, exact) if compare else None
     walls = [w for w, _, _ in hybrid]
     search = {
         "rows": rows, "units": engine.num_rows, "cold_runs": len(queries),
@@ -165,8 +284,13 @@ def run(rows: int, out: str, reps: int, workdir: str, templates: int) -> dict[st
         "cold_keyword_wall_s_p50": pct([w for w, _, _ in keyword], 50),
         "cold_keyword_wall_s_p95": pct([w for w, _, _ in keyword], 95),
         "cold_keyword_rss_mb": max(r for _, r, _ in keyword),
-        "server_p95_ms": None, "warm_p50_ms": pct(warm, 50), "warm_p95_ms": pct(warm, 95),
-        "baselines": {"import_pyarrow_wall_s_p50": pct([w for w, _, _ in bare], 50),
+        "server_p95_ms": served["search_p95_ms"], "server_p50_ms": served["search_p50_ms"],
+        "server_rss_mb": served["rss_mb"],
+        "warm_p50_ms": pct(warm, 50), "warm_p95_ms": pct(warm, 95),
+        "ivf_recall_at_10_vs_exact": recall,
+        "baselines": {"server_stats_route_p95_ms": served["stats_p95_ms"],
+                      "warm_exact_scan_p50_ms": pct(warm_exact, 50), "warm_exact_scan_p95_ms": pct(warm_exact, 95),
+                      "import_pyarrow_wall_s_p50": pct([w for w, _, _ in bare], 50),
                       "import_pyarrow_rss_mb": max(r for _, r, _ in bare),
                       "pyarrow_read_text_column_wall_s_p50": pct([w for w, _, _ in scan], 50),
                       "pyarrow_read_text_column_rss_mb": max(r for _, r, _ in scan)},
@@ -175,7 +299,9 @@ def run(rows: int, out: str, reps: int, workdir: str, templates: int) -> dict[st
                         search["baselines"]["import_pyarrow_wall_s_p50"],
                         "cold_cli_wall_vs_parquet_text_read": search["cold_cli_wall_s_p50"] /
                         search["baselines"]["pyarrow_read_text_column_wall_s_p50"]}
-    return {"search": search, "build": build, "cpus": os.cpu_count(),
+    search["ratios"]["server_p95_vs_stats_route_p95"] = search["server_p95_ms"] / served["stats_p95_ms"]
+    search["ratios"]["warm_p95_vs_exact_scan_p95"] = search["warm_p95_ms"] / search["baselines"]["warm_exact_scan_p95_ms"]
+    return {"search": search, "build": build, "cpus": os.cpu_count(), "faiss": compared,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "sample_output": hybrid[0][2][:800]}
 
 
@@ -192,7 +318,18 @@ def markdown(r: dict[str, Any]) -> str:
         f"text column read {b['pyarrow_read_text_column_rss_mb']:.0f} MB |",
         f"| cold CLI keyword, wall p50 / p95 | {s['cold_keyword_wall_s_p50']:.2f} / {s['cold_keyword_wall_s_p95']:.2f} s "
         f"| (same baselines) |",
-        f"| warm hybrid query (engine open), p50 / p95 | {s['warm_p50_ms']:.1f} / {s['warm_p95_ms']:.1f} ms | |",
+        f"| server `/api/search` hybrid top 10 (HTTP round trip), p50 / p95 | {s['server_p50_ms']:.1f} / "
+        f"{s['server_p95_ms']:.1f} ms | `/api/stats` p95 {b['server_stats_route_p95_ms']:.1f} ms |",
+        f"| server peak RSS | {s['server_rss_mb']:.0f} MB | |",
+        f"| warm hybrid query, IVF (engine open), p50 / p95 | {s['warm_p50_ms']:.1f} / {s['warm_p95_ms']:.1f} ms "
+        f"| exact int8 scan {b['warm_exact_scan_p50_ms']:.1f} / {b['warm_exact_scan_p95_ms']:.1f} ms |",
+        f"| IVF recall@10 against the exact scan | {s['ivf_recall_at_10_vs_exact']:.3f} | 1.000 |",
+        *([] if not r.get("faiss") else [
+            f"| ANN step alone, numpy IVF / faiss IVFFlat ({r['faiss']['lists']} lists, {r['faiss']['nprobe']} probes), "
+            f"p50 / p95 | {r['faiss']['numpy_ivf_p50_ms']:.1f} / {r['faiss']['numpy_ivf_p95_ms']:.1f} ms; faiss "
+            f"{r['faiss']['faiss_p50_ms']:.1f} / {r['faiss']['faiss_p95_ms']:.1f} ms | recall@10 of raw neighbours: "
+            f"{r['faiss']['numpy_ivf_recall_at_10']:.3f} / {r['faiss']['faiss_recall_at_10']:.3f}; faiss build "
+            f"{r['faiss']['faiss_build_s']:.0f} s |"]),
     ]) + "\n"
 
 
@@ -204,10 +341,11 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=2000)
     parser.add_argument("--workdir", default="bench-out/search")
     parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--no-faiss", action="store_true", help="skip the faiss IVFFlat comparison")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.workdir, exist_ok=True)
-    result = run(args.rows, args.out, args.reps, args.workdir, args.templates)
+    result = run(args.rows, args.out, args.reps, args.workdir, args.templates, compare=not args.no_faiss)
     Path(args.out, "search_latency.json").write_text(json.dumps(result, indent=1))
     Path(args.out, "search_latency.md").write_text(markdown(result))
     print(markdown(result))

@@ -136,6 +136,11 @@ class IndexApp:
         return JSONResponse({"query": args["query"], "mode": args["mode"], "searched": self.engine.num_rows,
                              "moments": [moment_dict(m) for m in moments]})
 
+    def api_stats(self, request: Request) -> Response:
+        """``GET /api/stats``: what the opened index holds (units, videos, tasks)."""
+        return JSONResponse({"index": self.index, "units": self.engine.num_rows, "videos": len(self.uris),
+                             "tasks": self.tasks})
+
     def home(self, request: Request) -> Response:
         """``GET /``: the page — query box, filters, player, and result cards when a query is given."""
         params = request.query_params
@@ -241,6 +246,7 @@ def create_app(index: str, embedding_model: str | None = None, host: str = DEFAU
     if host in LOOPBACK_HOSTS:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS)))
     routes = [Route("/", app_state.home), Route("/api/search", app_state.api_search),
+              Route("/api/stats", app_state.api_stats),
               Route("/video", app_state.video), Route("/thumbnail", app_state.thumbnail)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.index_app = app_state

@@ -102,6 +102,12 @@ def test_api_answers_what_the_cli_answers(served: dict) -> None:
     assert all(m["end_s"] > 9 for m in late)
 
 
+def test_stats_name_the_opened_index(served: dict) -> None:
+    status, _, body = get(served["base"] + "/api/stats")
+    assert status == 200 and json.loads(body) == {"index": served["index"], "units": 3, "videos": 2,
+                                                  "tasks": ["caption"]}
+
+
 def test_bad_requests_are_named(served: dict) -> None:
     for params, named in [({"q": ""}, "empty"), ({"q": "tomato", "limit": "0"}, "limit"),
                           ({"q": "tomato", "mode": "fuzzy"}, "mode"), ({"q": "tomato", "from": "soon"}, "from"),
