@@ -114,3 +114,18 @@ def test_a_sync_gives_an_older_large_part_its_ivf_index(probed_index: str, monke
         os.remove(part / name)
     sync(probed_index)  # nothing changed in the index, but the part lacks its IVF index
     assert exists(str(part))
+
+
+def test_hits_read_from_the_mapped_units_equal_the_parquet_rows(probed_index: str) -> None:
+    from search.store import UNITS_ARROW, open_store
+
+    rows = np.array([5, 300, 0, 77, 5])
+    part = open_store(probed_index).parts[0]
+    mapped = part.read_units(rows)
+    assert part._mapped is not None  # read through the memory-mapped Arrow copy
+    os.remove(os.path.join(part.folder, UNITS_ARROW))
+    from_parquet = open_store(probed_index, sync_first=False).parts[0]
+    assert from_parquet.read_units(rows).to_pylist() == mapped.to_pylist()
+    assert [r["clip_index"] for r in mapped.to_pylist()] == [5, 20, 0, 37, 5]
+    sync(probed_index)  # an older part gets its Arrow copy back
+    assert os.path.exists(os.path.join(part.folder, UNITS_ARROW))
