@@ -98,25 +98,40 @@ def exists(folder: str) -> bool:
 
 @dataclass
 class IvfIndex:
-    """One part's IVF index: centroids in memory, lists memory-mapped."""
+    """One part's IVF index: centroids, offsets, rows and scales in memory; list vectors read per probe.
+
+    The lists are read with ``pread``, one contiguous read per list, not memory-mapped: mapped
+    pages of a file come in large folios on current kernels and would swell the process's resident
+    set towards the file's size; reads leave the file in the page cache only.
+    """
 
     centroids: np.ndarray
     offsets: np.ndarray
     rows: np.ndarray
-    vectors: np.ndarray
     scales: np.ndarray
+    dim: int
+    fd: int
 
     @classmethod
     def open(cls, folder: str, rows: int, dim: int) -> IvfIndex:
-        """Open the IVF files of the part in ``folder`` (only the centroids and offsets are read)."""
-        centroids = np.fromfile(os.path.join(folder, "ivf_centroids.f32"), dtype=np.float32).reshape(-1, dim)
-        offsets = np.fromfile(os.path.join(folder, "ivf_offsets.i64"), dtype=np.int64)
-        def mapped(name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-            # A plain array over the mapping: numpy's memmap subclass costs more per slice.
-            return np.asarray(np.memmap(os.path.join(folder, name), dtype=dtype, mode="r", shape=shape))
+        """Open the IVF files of the part in ``folder`` (the list vectors stay on disk)."""
+        read = lambda name, dtype: np.fromfile(os.path.join(folder, name), dtype=dtype)  # noqa: E731
+        index = cls(read("ivf_centroids.f32", np.float32).reshape(-1, dim), read("ivf_offsets.i64", np.int64),
+                    read("ivf_rows.i32", np.int32), read("ivf_scales.f32", np.float32), dim,
+                    os.open(os.path.join(folder, "ivf_vectors.i8"), os.O_RDONLY))
+        if len(index.rows) != rows or index.offsets[-1] != rows:
+            os.close(index.fd)
+            raise ValueError(f"the IVF index in {folder} does not match its part ({rows} rows); rebuild it with "
+                             "'plm-index search --index INDEX --rebuild'")
+        return index
 
-        return cls(centroids, offsets, mapped("ivf_rows.i32", np.int32, (rows,)),
-                   mapped("ivf_vectors.i8", np.int8, (rows, dim)), mapped("ivf_scales.f32", np.float32, (rows,)))
+    def __del__(self) -> None:
+        os.close(self.fd)
+
+    def list_vectors(self, start: int, end: int) -> np.ndarray:
+        """The int8 vectors of list-ordered rows ``start:end`` (one read)."""
+        data = os.pread(self.fd, (end - start) * self.dim, start * self.dim)
+        return np.frombuffer(data, dtype=np.int8).reshape(end - start, self.dim)
 
     def probe(self, qvec: np.ndarray, nprobe: int = NPROBE) -> tuple[np.ndarray, np.ndarray]:
         """The rows of the ``nprobe`` lists nearest ``qvec`` and their approximate (int8) cosines."""
@@ -128,6 +143,6 @@ class IvfIndex:
         if not spans:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         # List by list: each widened block stays in cache (one concatenated block was 3x slower).
-        cosines = [(self.vectors[s:e].astype(np.float32) @ q) * self.scales[s:e] for s, e in spans]
+        cosines = [(self.list_vectors(s, e).astype(np.float32) @ q) * self.scales[s:e] for s, e in spans]
         rows = np.concatenate([self.rows[s:e] for s, e in spans]).astype(np.int64)
         return rows, np.concatenate(cosines)

@@ -295,7 +295,12 @@ class Part:
     _units: pq.ParquetFile | None = field(default=None, repr=False)
     _ivf: ivf.IvfIndex | None = field(default=None, repr=False)
     _mapped: pa.Table | None = field(default=None, repr=False)
-    _arrays: dict = field(default_factory=dict, repr=False)
+    _fds: dict = field(default_factory=dict, repr=False)
+    _scales: np.ndarray | None = field(default=None, repr=False)
+
+    def __del__(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
     _filter_columns: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -332,18 +337,29 @@ class Part:
                 self._filter_columns[name] = column.to_numpy()
         return self._filter_columns[name]
 
-    def _mapped_array(self, name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-        """A file of the part as a plain array over its memory mapping, mapped once."""
-        if name not in self._arrays:
-            self._arrays[name] = np.asarray(np.memmap(os.path.join(self.folder, name), dtype=dtype, mode="r",
-                                                      shape=shape))
-        return self._arrays[name]
+    def _read_rows(self, name: str, dtype: type, rows: np.ndarray) -> np.ndarray:
+        """Some rows of a row-major vector file, read with ``pread`` (not memory-mapped).
+
+        Why: on this kernel a mapped file's pages come in large folios, so a thousand scattered
+        rows of a mapping put hundreds of MB into the process's resident set; reads leave them
+        in the page cache only. ``rows`` need not be sorted; repeats are fine.
+        """
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = self._fds[name] = os.open(os.path.join(self.folder, name), os.O_RDONLY)
+        width = self.dim * np.dtype(dtype).itemsize
+        out = bytearray(len(rows) * width)
+        view = memoryview(out)
+        for i, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+            view[i * width:(i + 1) * width] = os.pread(fd, width, row * width)
+        return np.frombuffer(out, dtype=dtype).reshape(len(rows), self.dim)
 
     def approximate_cosine_at(self, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The int8 cosine of some rows with ``qvec`` (memory-mapped reads)."""
-        matrix = self._mapped_array("embeddings.i8", np.int8, (self.rows, self.dim))
-        scales = self._mapped_array("scales.f32", np.float32, (self.rows,))
-        return (np.asarray(matrix[rows], dtype=np.float32) @ qvec.astype(np.float32)) * scales[rows]
+        """The int8 cosine of some rows with ``qvec``."""
+        if self._scales is None:
+            self._scales = np.fromfile(os.path.join(self.folder, "scales.f32"), dtype=np.float32)
+        matrix = self._read_rows("embeddings.i8", np.int8, rows)
+        return (matrix.astype(np.float32) @ qvec.astype(np.float32)) * self._scales[rows]
 
     def live_mask(self) -> np.ndarray | None:
         """False for rows no longer current; None when every row is."""
@@ -376,9 +392,8 @@ class Part:
         return self.vectors(rows) @ qvec.astype(np.float32)
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The embeddings of some rows (memory-mapped reads)."""
-        matrix = self._mapped_array("embeddings.f16", np.float16, (self.rows, self.dim))
-        return np.asarray(matrix[rows], dtype=np.float32)
+        """The float16 embeddings of some rows, as float32."""
+        return self._read_rows("embeddings.f16", np.float16, rows).astype(np.float32)
 
     def read_units(self, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
         """The unit rows ``rows`` (sorted or not): from the memory-mapped Arrow copy, or else reading

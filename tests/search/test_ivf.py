@@ -46,7 +46,7 @@ def test_lists_partition_the_rows_and_probing_finds_the_nearest(tmp_path: Path) 
     assert index.offsets[0] == 0 and index.offsets[-1] == rows and np.all(np.diff(index.offsets) >= 0)
     # The list-ordered int8 copy is the part's own int8 vectors, reordered.
     int8 = np.fromfile(tmp_path / "embeddings.i8", dtype=np.int8).reshape(rows, DIM)
-    assert np.array_equal(np.asarray(index.vectors), int8[np.asarray(index.rows)])
+    assert np.array_equal(index.list_vectors(0, rows), int8[index.rows])
     rng = np.random.default_rng(1)
     queries = vectors[rng.integers(rows, size=50)] + rng.normal(0, 0.05, size=(50, DIM)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
