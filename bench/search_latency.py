@@ -157,13 +157,16 @@ def warm_queries(engine: Any, exact: Any, rounds: int = 3) -> tuple[list[float],
     return warm, warm_exact, found / (10 * len(QUERIES))
 
 
-def get_ms(url: str) -> float:
-    """Wall milliseconds of one GET, body read."""
+def get_ms(url: str, inside: list[float] | None = None) -> float:
+    """Wall milliseconds of one GET, body read; the server's own ``Server-Timing`` goes to ``inside``."""
     import urllib.request
 
     started = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as response:
         response.read()
+        timing = response.headers.get("server-timing")
+    if inside is not None and timing:
+        inside.append(float(timing.split("dur=")[1]))
     return (time.perf_counter() - started) * 1000
 
 
@@ -191,10 +194,11 @@ def server_latency(index: str, rounds: int = 3) -> dict[str, float]:
                     raise RuntimeError("plm-index serve did not start") from None
                 time.sleep(0.5)
         get_ms(f"{base}/api/search?" + urllib.parse.urlencode({"q": QUERIES[0]}))
-        searches, stats = [], []
+        searches, stats, inside = [], [], []
         for _ in range(rounds):
             for q in QUERIES:
-                searches.append(get_ms(f"{base}/api/search?" + urllib.parse.urlencode({"q": q, "limit": 10})))
+                searches.append(get_ms(f"{base}/api/search?" + urllib.parse.urlencode({"q": q, "limit": 10}),
+                                       inside))
                 stats.append(get_ms(base + "/api/stats"))
         status = Path(f"/proc/{process.pid}/status").read_text()
         rss = int(status.split("VmHWM:")[1].split()[0]) / 1024
@@ -202,7 +206,7 @@ def server_latency(index: str, rounds: int = 3) -> dict[str, float]:
         process.terminate()
         process.wait(timeout=30)
     return {"search_p50_ms": pct(searches, 50), "search_p95_ms": pct(searches, 95), "stats_p95_ms": pct(stats, 95),
-            "rss_mb": rss}
+            "inside_p50_ms": pct(inside, 50), "inside_p95_ms": pct(inside, 95), "rss_mb": rss}
 
 
 def compare_faiss(engine: Any, exact: Any, nprobe: int = 32) -> dict[str, Any] | None:
@@ -287,7 +291,8 @@ def run(rows: int, out: str, reps: int, workdir: str, templates: int, compare: b
         "cold_keyword_wall_s_p50": pct([w for w, _, _ in keyword], 50),
         "cold_keyword_wall_s_p95": pct([w for w, _, _ in keyword], 95),
         "cold_keyword_rss_mb": max(r for _, r, _ in keyword),
-        "server_p95_ms": served["search_p95_ms"], "server_p50_ms": served["search_p50_ms"],
+        "server_p95_ms": served["inside_p95_ms"], "server_p50_ms": served["inside_p50_ms"],
+        "server_round_trip_p95_ms": served["search_p95_ms"], "server_round_trip_p50_ms": served["search_p50_ms"],
         "server_rss_mb": served["rss_mb"],
         "warm_p50_ms": pct(warm, 50), "warm_p95_ms": pct(warm, 95),
         "ivf_recall_at_10_vs_exact": recall,
@@ -302,7 +307,7 @@ def run(rows: int, out: str, reps: int, workdir: str, templates: int, compare: b
                         search["baselines"]["import_pyarrow_wall_s_p50"],
                         "cold_cli_wall_vs_parquet_text_read": search["cold_cli_wall_s_p50"] /
                         search["baselines"]["pyarrow_read_text_column_wall_s_p50"]}
-    search["ratios"]["server_p95_vs_stats_route_p95"] = search["server_p95_ms"] / served["stats_p95_ms"]
+    search["ratios"]["server_round_trip_p95_vs_stats_route_p95"] = served["search_p95_ms"] / served["stats_p95_ms"]
     search["ratios"]["warm_p95_vs_exact_scan_p95"] = search["warm_p95_ms"] / search["baselines"]["warm_exact_scan_p95_ms"]
     return {"search": search, "build": build, "cpus": os.cpu_count(), "faiss": compared,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "sample_output": hybrid[0][2][:800]}
@@ -321,8 +326,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"text column read {b['pyarrow_read_text_column_rss_mb']:.0f} MB |",
         f"| cold CLI keyword, wall p50 / p95 | {s['cold_keyword_wall_s_p50']:.2f} / {s['cold_keyword_wall_s_p95']:.2f} s "
         f"| (same baselines) |",
-        f"| server `/api/search` hybrid top 10 (HTTP round trip), p50 / p95 | {s['server_p50_ms']:.1f} / "
-        f"{s['server_p95_ms']:.1f} ms | `/api/stats` p95 {b['server_stats_route_p95_ms']:.1f} ms |",
+        f"| server `/api/search` hybrid top 10, server-side (`Server-Timing`), p50 / p95 | {s['server_p50_ms']:.1f} / "
+        f"{s['server_p95_ms']:.1f} ms | |",
+        f"| same requests, HTTP round trip on loopback, p50 / p95 | {s['server_round_trip_p50_ms']:.1f} / "
+        f"{s['server_round_trip_p95_ms']:.1f} ms | `/api/stats` round trip p95 {b['server_stats_route_p95_ms']:.1f} ms |",
         f"| server peak RSS | {s['server_rss_mb']:.0f} MB | |",
         f"| warm hybrid query, IVF (engine open), p50 / p95 | {s['warm_p50_ms']:.1f} / {s['warm_p95_ms']:.1f} ms "
         f"| exact int8 scan {b['warm_exact_scan_p50_ms']:.1f} / {b['warm_exact_scan_p95_ms']:.1f} ms |",

@@ -84,7 +84,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, st_embed) -> Iterator[dict]
 
 
 def api(base: str, **params: str) -> tuple[int, dict]:
-    status, _, body = get(f"{base}/api/search?{urllib.parse.urlencode(params)}")
+    status, headers, body = get(f"{base}/api/search?{urllib.parse.urlencode(params)}")
+    if status == 200:
+        assert float(headers["server-timing"].split("dur=")[1]) > 0
     return status, json.loads(body)
 
 
