@@ -223,6 +223,8 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     serve.add_argument("--embedding-model", default=None,
                        help="query embedding model (folder or hub id); default: the one the index records")
+    serve.add_argument("--refresh", type=float, default=30.0, metavar="SECONDS",
+                       help="look for newly committed videos this often (default 30; 0: never)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -234,8 +236,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"plm-index serve: --port must be from 0 to 65535, not {args.port}", file=sys.stderr)
         return 2
+    if not args.refresh >= 0:
+        print(f"plm-index serve: --refresh must be a number of seconds >= 0, not {args.refresh}", file=sys.stderr)
+        return 2
     try:
-        serve(args.index, args.host, args.port, args.embedding_model)
+        serve(args.index, args.host, args.port, args.embedding_model, args.refresh)
     except (SearchQueryError, FileNotFoundError, StoreError) as exc:
         print(f"plm-index serve: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """``plm-index serve``: a local web app over one index — a search page, a JSON API, thumbnails, videos.
 
 Built on Starlette (routing, range-aware file responses) served by uvicorn, with a Jinja2 page.
-The index is opened once when the app is made; every request ranks through
+The index is opened once when the app is made (and re-opened, between requests, only when a
+periodic sync finds newly committed videos); every request ranks through
 ``search.run.search_moments``, the same call the CLI makes, and the JSON API answers with the
 CLI's own ``search.render.moment_dict``.
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+# How often a running server looks for newly committed videos (a sync of an unchanged 1M-row index: 0.25 s).
+DEFAULT_REFRESH_S = 30.0
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 MAX_LIMIT = 100
 # Remote videos are streamed in pieces of this many bytes; an open-ended range is cut to this many.
@@ -80,8 +83,9 @@ class IndexApp:
 
     def __init__(self, index: str, embedding_model: str | None = None) -> None:
         self.index = index
+        self.embedding_model = embedding_model
         self.engine = SearchEngine.open(index, embedding_model)
-        self.uris, self.tasks = self._catalogue()
+        self.uris, self.tasks = self._catalogue(self.engine)
         self._lock = threading.Lock()
         self._thumbs: OrderedDict[tuple[str, float], bytes] = OrderedDict()
         self._sizes: dict[str, int] = {}
@@ -89,11 +93,41 @@ class IndexApp:
         env.filters["clock"] = clock
         self.page = env.get_template("search.html")
 
-    def _catalogue(self) -> tuple[frozenset[str], list[str]]:
+    @staticmethod
+    def _signature(engine: SearchEngine) -> tuple:
+        """What the opened derived index holds: its parts and their dead rows."""
+        return tuple((p.name, p.rows, 0 if p.dead is None else len(p.dead)) for p in engine.store.parts)
+
+    def refresh(self) -> bool:
+        """Sync the derived index with the Parquet index and, if it changed, swap in the new one.
+
+        Returns whether it changed. Queries keep running on the old engine until the swap.
+        """
+        fresh = SearchEngine.open(self.index, self.embedding_model)
+        if self._signature(fresh) == self._signature(self.engine):
+            return False
+        catalogue = self._catalogue(fresh)
+        with self._lock:
+            self.engine = fresh
+            self.uris, self.tasks = catalogue
+            self._sizes.clear()
+        log.info("search index of %s refreshed: %d units", self.index, fresh.num_rows)
+        return True
+
+    def refresh_every(self, seconds: float, stop: threading.Event) -> None:
+        """Call ``refresh`` every ``seconds`` until ``stop`` is set (a failed refresh is logged, not fatal)."""
+        while not stop.wait(seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the server keeps answering from the index it has
+                log.warning("could not refresh the search index of %s: %s", self.index, exc)
+
+    @staticmethod
+    def _catalogue(engine: SearchEngine) -> tuple[frozenset[str], list[str]]:
         """The uris the index holds (the only videos served) and its tasks (the task filter's choices)."""
         uris: set[str] = set()
         tasks: set[str] = set()
-        for part in self.engine.store.parts:
+        for part in engine.store.parts:
             if not part.rows:
                 continue
             table = part.columns(["uri", "task"])
@@ -261,15 +295,23 @@ def create_app(index: str, embedding_model: str | None = None, host: str = DEFAU
     return app
 
 
-def serve(index: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, embedding_model: str | None = None) -> None:
-    """Open the index and serve it until interrupted."""
+def serve(index: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, embedding_model: str | None = None,
+          refresh_s: float = DEFAULT_REFRESH_S) -> None:
+    """Open the index and serve it until interrupted, picking up newly committed videos every
+    ``refresh_s`` seconds (0: never)."""
     import uvicorn
 
     app = create_app(index, embedding_model, host)
     state: IndexApp = app.state.index_app
     print(f"serving {index} ({state.engine.num_rows} units, {len(state.uris)} videos) at http://{host}:{port}/",
           flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    stop = threading.Event()
+    if refresh_s > 0:
+        threading.Thread(target=state.refresh_every, args=(refresh_s, stop), name="refresh", daemon=True).start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        stop.set()
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "IndexApp", "ServeError", "create_app", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_REFRESH_S", "IndexApp", "ServeError", "create_app", "serve"]

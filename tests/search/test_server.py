@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.media import make_video
-from search import run_search
+from search import SearchFilters, run_search
 from tests.search.conftest import commit_video, segment_row
 from tests.search.test_render import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
@@ -252,3 +252,23 @@ def test_browser_types_a_query_clicks_a_card_and_plays_the_moment(served: dict, 
         " if (v.paused || Date.now() - t0 > 5000) done([v.paused, v.currentTime]); else setTimeout(wait, 50);"
         " })(); });")
     assert paused[0] and paused[1] < 9.5, paused
+
+
+def test_a_running_server_picks_up_newly_committed_videos(tmp_path: Path, st_embed) -> None:
+    from search.server import IndexApp
+
+    first = make_video(str(tmp_path / "first.mp4"), "testsrc=size=160x120:rate=25", 2)
+    later = make_video(str(tmp_path / "later.mp4"), "testsrc2=size=160x120:rate=25", 2)
+    index = str(tmp_path / "index")
+    commit_video(index, [dict(segment_row("first", 0, 0.0, 2.0, "a parrot sings on a branch"), uri=first)],
+                 embed=st_embed)
+    app = IndexApp(index)
+    assert app.uris == {first}
+    assert app.refresh() is False  # nothing new: the opened engine stays
+    commit_video(index, [dict(segment_row("later", 0, 0.0, 2.0, "a horse jumps over a fence"), uri=later)],
+                 embed=st_embed)
+    assert later not in app.uris  # not served before the refresh
+    assert app.refresh() is True
+    assert app.uris == {first, later}
+    hits = app.search("horse jumping a fence", "hybrid", 1, SearchFilters())
+    assert hits[0].uri == later
