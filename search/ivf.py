@@ -120,13 +120,19 @@ class IvfIndex:
                     read("ivf_rows.i32", np.int32), read("ivf_scales.f32", np.float32), dim,
                     os.open(os.path.join(folder, "ivf_vectors.i8"), os.O_RDONLY))
         if len(index.rows) != rows or index.offsets[-1] != rows:
-            os.close(index.fd)
+            index.close()
             raise ValueError(f"the IVF index in {folder} does not match its part ({rows} rows); rebuild it with "
                              "'plm-index search --index INDEX --rebuild'")
         return index
 
+    def close(self) -> None:
+        """Close the list file (also done when the index is dropped)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def __del__(self) -> None:
-        os.close(self.fd)
+        self.close()
 
     def list_vectors(self, start: int, end: int) -> np.ndarray:
         """The int8 vectors of list-ordered rows ``start:end`` (one read)."""

@@ -129,3 +129,11 @@ def test_hits_read_from_the_mapped_units_equal_the_parquet_rows(probed_index: st
     assert [r["clip_index"] for r in mapped.to_pylist()] == [5, 20, 0, 37, 5]
     sync(probed_index)  # an older part gets its Arrow copy back
     assert os.path.exists(os.path.join(part.folder, UNITS_ARROW))
+
+
+def test_an_ivf_index_that_does_not_match_its_part_is_refused(tmp_path: Path) -> None:
+    vectors = clustered(2_000, 20)
+    write_part_vectors(tmp_path, vectors)
+    build(str(tmp_path), 2_000, DIM)
+    with pytest.raises(ValueError, match="does not match its part .* --rebuild"):
+        IvfIndex.open(str(tmp_path), 1_999, DIM)
