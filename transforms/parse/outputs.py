@@ -9,7 +9,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
-from model_runner.parsers import (
+from tasks.reading import (
     frames_to_seconds,
     parse_dense_captions,
     parse_frame_range,

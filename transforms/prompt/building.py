@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_runner.prompts import caption_prompt
-from model_runner.task_prompts import (
+from tasks.prompts import (
     MAX_NEW_TOKENS,
     fgqa_prompt,
     rcap_prompt,

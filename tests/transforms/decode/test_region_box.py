@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.eval.job import draw_region, prepare_frame
+from evaluation.job import draw_region, prepare_frame
 from transforms.decode.frames import BOX_WIDTH, draw_box, resize_exact
 
 SIZE = 448

@@ -35,15 +35,15 @@ import numpy as np
 
 from core import storage
 from core.media import decoded_frames
-from model_runner import task_prompts
-from model_runner.parsers import (
+from tasks import prompts as task_prompts
+from tasks.reading import (
     frames_to_seconds,
     parse_dense_captions,
     parse_frame_range,
     parse_option_letter,
 )
-from pipeline.eval import metrics
-from pipeline.eval.data import (
+from evaluation import metrics
+from evaluation.data import (
     REGION_TASKS,
     AnnotationRow,
     Box,
@@ -54,7 +54,7 @@ from pipeline.eval.data import (
     SgqaRow,
     load_annotations,
 )
-from pipeline.eval.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge, caption_scorer
+from evaluation.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge, caption_scorer
 from schemas.records import ClipPlan, ClipPrompt, VideoInfo, VideoInput
 from transforms.decode.base import DecodeError
 from transforms.decode.frames import apply_rotation, draw_box, resize_exact

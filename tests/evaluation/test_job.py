@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from core.media import make_video
-from model_runner import task_prompts
-from pipeline.eval import metrics
-from pipeline.eval.data import AnnotationError, load_annotations
-from pipeline.eval.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions
-from pipeline.eval.judge import ExactMatchJudge, caption_scorer
+from tasks import prompts as task_prompts
+from evaluation import metrics
+from evaluation.data import AnnotationError, load_annotations
+from evaluation.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions
+from evaluation.judge import ExactMatchJudge, caption_scorer
 from schemas.records import VideoInfo
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,7 +100,7 @@ def _settings(eval_dir: Path, task: str, model: str, **extra: Any) -> EvalSettin
 
 
 def _recomputed(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The headline metrics, recomputed by pipeline.eval.metrics from the report's own rows."""
+    """The headline metrics, recomputed by evaluation.metrics from the report's own rows."""
     judge = ExactMatchJudge()
     if task == "fgqa":
         return {"mbacc": metrics.mbacc(rows)}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_runner.parsers import FrameRange, parse_dense_captions, parse_frame_range
-from pipeline.eval.judge import ExactMatchJudge, SgqaJudgement, caption_scorer
-from pipeline.eval.metrics import (
+from tasks.reading import FrameRange, parse_dense_captions, parse_frame_range
+from evaluation.judge import ExactMatchJudge, SgqaJudgement, caption_scorer
+from evaluation.metrics import (
     fgqa_correct,
     mbacc,
     rcap_score,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from model_runner.parsers import (
+from tasks.reading import (
     FrameEvent,
     FrameRange,
     frames_to_seconds,

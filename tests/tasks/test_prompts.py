@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_runner.task_prompts import (
+from tasks.prompts import (
     MAX_NEW_TOKENS,
     benchmark_frame_index,
     fgqa_prompt,
