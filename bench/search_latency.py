@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from transforms.write.layout import run_folder, write_success
 
 from core import storage
 from pipeline.search import SearchEngine, read_index
 from schemas.tables import SEGMENTS_SCHEMA
 from transforms.embed.embedding import DEFAULT_MODEL_ID, embed_texts, embedding_metadata, load_embedding_model
-from transforms.write.layout import run_folder, write_success
 
 SUBJECTS = ["A man", "A woman", "A child", "A chef", "A worker", "An old man", "A girl", "A boy", "A gardener",
             "A carpenter", "A nurse", "A student"]

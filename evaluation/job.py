@@ -35,13 +35,6 @@ import numpy as np
 
 from core import storage
 from core.media import decoded_frames
-from tasks import prompts as task_prompts
-from tasks.reading import (
-    frames_to_seconds,
-    parse_dense_captions,
-    parse_frame_range,
-    parse_option_letter,
-)
 from evaluation import metrics
 from evaluation.data import (
     REGION_TASKS,
@@ -56,6 +49,13 @@ from evaluation.data import (
 )
 from evaluation.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge, caption_scorer
 from schemas.records import ClipPlan, ClipPrompt, VideoInfo, VideoInput
+from tasks import prompts as task_prompts
+from tasks.reading import (
+    frames_to_seconds,
+    parse_dense_captions,
+    parse_frame_range,
+    parse_option_letter,
+)
 from transforms.decode.base import DecodeError
 from transforms.decode.frames import apply_rotation, draw_box, resize_exact
 from transforms.plan.planning import plm_frame_indices

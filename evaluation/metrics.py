@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.reading import FrameEvent, FrameRange, parse_option_letter
 from evaluation.judge import SgqaJudgement
+from tasks.reading import FrameEvent, FrameRange, parse_option_letter
 
 RTLOC_IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
 

@@ -100,8 +100,8 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     """``plm-index eval``: run PLM over a PLM-VideoBench annotation file and report its metrics."""
-    from pipeline.build import ensure_tiny_model
     from evaluation.job import EvalSettings, format_table, run_eval
+    from pipeline.build import ensure_tiny_model
 
     if extra:
         print(f"plm-index eval: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)

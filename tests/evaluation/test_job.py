@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from core.media import make_video
-from tasks import prompts as task_prompts
 from evaluation import metrics
 from evaluation.data import AnnotationError, load_annotations
 from evaluation.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions
 from evaluation.judge import ExactMatchJudge, caption_scorer
 from schemas.records import VideoInfo
+from tasks import prompts as task_prompts
 
 ROOT = Path(__file__).resolve().parents[3]
 TOTAL = 100  # 4 s at 25 fps

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.reading import FrameRange, parse_dense_captions, parse_frame_range
 from evaluation.judge import ExactMatchJudge, SgqaJudgement, caption_scorer
 from evaluation.metrics import (
     fgqa_correct,
@@ -16,6 +15,7 @@ from evaluation.metrics import (
     soda_match,
     temporal_iou,
 )
+from tasks.reading import FrameRange, parse_dense_captions, parse_frame_range
 
 # ----------------------------------------------------------------------------------------- FGQA
 

@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from transforms.write.layout import run_folder, write_success
+from transforms.write.parquet import table_listing_name
 
 from core import storage
 from pipeline.search import (
@@ -27,8 +29,6 @@ from pipeline.search import (
     run_search,
 )
 from schemas.tables import SEGMENTS_SCHEMA
-from transforms.write.layout import run_folder, write_success
-from transforms.write.parquet import table_listing_name
 
 OLD = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 NEW = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from transforms.write.layout import run_folder, write_success
+from transforms.write.parquet import table_listing_name
 
 from core import storage
 from pipeline.search import (
@@ -35,8 +37,6 @@ from transforms.embed.embedding import (
     embedding_metadata,
     load_embedding_model,
 )
-from transforms.write.layout import run_folder, write_success
-from transforms.write.parquet import table_listing_name
 
 CREATED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CLIP_S = 6.0

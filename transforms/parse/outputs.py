@@ -9,14 +9,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
+from schemas.records import ClipPlan, ClipPrompt, InferenceFailure, RegionOnClip
+from schemas.rows import RunContext
 from tasks.reading import (
     frames_to_seconds,
     parse_dense_captions,
     parse_frame_range,
     parse_option_letter,
 )
-from schemas.records import ClipPlan, ClipPrompt, InferenceFailure, RegionOnClip
-from schemas.rows import RunContext
 
 log = logging.getLogger(__name__)
 

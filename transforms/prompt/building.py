@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_runner.prompts import caption_prompt
+from schemas.records import ClipFrames, ClipPrompt
 from tasks.prompts import (
     MAX_NEW_TOKENS,
     fgqa_prompt,
@@ -16,7 +17,6 @@ from tasks.prompts import (
     rtloc_prompt,
     sgqa_prompt,
 )
-from schemas.records import ClipFrames, ClipPrompt
 
 
 @dataclass(frozen=True)
