@@ -1,22 +1,29 @@
-"""``plm-index eval``: run PLM over a PLM-VideoBench annotation file and score it as the benchmark does.
+"""``plm-index eval``: score PLM on a PLM-VideoBench annotation file the way the benchmark does.
 
-Frames, prompts and scoring follow lmms-eval's ``lmms_eval/tasks/plm_videobench`` and the PLM
-model wrapper it calls (``lmms_eval/models/simple/plm.py``, which hands FGQA video paths to
-perception_models' ``core/transforms/video_transform.py``):
+Everything per task comes from ``tasks/``: the prompt, the frames (``Task.eval_positions``), the
+boxes, the *benchmark reading* of the answer (lmms-eval's rules, quirks included) and the metric.
+Decoding and clip planning are the index's own (``transforms/decode``, ``transforms/plan``).
 
-- **FGQA**: perception_models' ``VideoTransform.load_video``: step through the video (or the
-  ``segment``) at 1 fps, take 32 of those positions by ``round(i*(m-1)/(n-1))``; with fewer than 32
-  positions, sample the 32 frames from every frame instead (all of them if there are fewer than 32).
+Frames follow lmms-eval's ``lmms_eval/tasks/plm_videobench`` and the PLM model wrapper it calls
+(``lmms_eval/models/simple/plm.py``, which hands FGQA video paths to perception_models'
+``core/transforms/video_transform.py``):
+
+- **FGQA**: perception_models' ``VideoTransform.load_video``: 1-fps candidates through the video
+  (or the ``segment``), thinned to 32 by ``round(i*(m-1)/31)``; with fewer than 32 candidates the
+  rule runs over every frame instead (every frame once if there are fewer than 32).
 - **SGQA**: lmms-eval's ``load_video_uniform``: 32 of all frames by the same rule, or every frame
   when the video has 32 or fewer (then PLM sees fewer than 32).
-- **RCap, RTLoc, RDCap**: lmms-eval's ``load_video``: 32 of *all* the video's frames (not just the
-  annotated range, which only enters the prompt and the ground truth), and a red box 4 px wide
-  drawn on each sampled frame whose original index has a box, at full resolution, before the resize.
-  The benchmark asserts at least 32 frames; shorter videos here repeat frames (PLM's rule).
+- **RCap, RTLoc, RDCap**: lmms-eval's ``load_video``: 32 of *all* the video's frames, with a red
+  box 4 px wide drawn on each sampled frame whose original index has a box, at full resolution,
+  before the resize. The benchmark asserts at least 32 frames; shorter videos repeat frames.
 
-Every frame is rotated upright and resized to 448x448 with PLM's exact bicubic resize; eval never
-uses the decoder-resize mode. Decoding is greedy with each task's ``max_new_tokens``, and one
-trailing "." is stripped from each answer, as the reference wrapper does.
+Every frame is rotated upright and resized to 448x448 with PLM's exact bicubic resize. Decoding
+is greedy with each task's ``max_new_tokens``, and one trailing "." is stripped from each answer,
+as the reference wrapper does.
+
+With ``predictions`` set, no model is loaded and no video is read: each row's answer is the
+``output`` of the prediction line with its ``uid``, parsed and scored exactly as the model's own
+answer would be; a row without one is scored as an empty answer, and counted.
 """
 
 from __future__ import annotations
@@ -28,49 +35,34 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from core import storage
-from core.media import decoded_frames
-from evaluation import metrics
-from evaluation.data import (
-    REGION_TASKS,
-    AnnotationRow,
-    Box,
-    FgqaRow,
-    RcapRow,
-    RdcapRow,
-    RtlocRow,
-    SgqaRow,
-    load_annotations,
-)
-from evaluation.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge, caption_scorer
-from schemas.records import ClipPlan, ClipPrompt, VideoInfo, VideoInput
-from tasks import prompts as task_prompts
-from tasks.reading import (
-    frames_to_seconds,
-    parse_dense_captions,
-    parse_frame_range,
-    parse_option_letter,
-)
-from transforms.decode.base import DecodeError
-from transforms.decode.frames import apply_rotation, draw_box, resize_exact
-from transforms.plan.planning import plm_frame_indices
+from evaluation.data import load_annotations
+from evaluation.judge import ExactMatchJudge, Judge, JudgeError, OpenAICompatibleJudge
+from schemas.benchmark import Box
+from schemas.config import DecodeConfig
+from schemas.records import ClipPlan, ClipPrompt, RegionOnClip, VideoClips, VideoInfo, VideoInput
+from tasks import Task, benchmark_task_names, get_task
+from tasks.prompts import NUM_VIDEO_FRAMES
+from tasks.reading import strip_final_period
+from transforms.decode.backends import decoder_for
+from transforms.plan.planning import clip_from_positions
 from transforms.probe.probing import probe_video
 
 log = logging.getLogger(__name__)
 
 FRAME_SIZE = 448
-NUM_FRAMES = task_prompts.NUM_VIDEO_FRAMES
-JUDGED_TASKS = frozenset({"rcap", "rdcap", "sgqa"})
+NUM_FRAMES = NUM_VIDEO_FRAMES
 DEFAULT_JUDGE_MODEL = "Llama-3.3-70B-Instruct"
+_EVAL_REGION = "eval-region"
 
 
 class EvalError(ValueError):
-    """The evaluation cannot start (bad settings, missing judge)."""
+    """The evaluation cannot start (bad settings, missing judge, a bad predictions file)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +71,7 @@ class EvalSettings:
 
     task: str
     data: str
-    model: str
+    model: str | None = None
     video_root: str | None = None
     metadata: str | None = None
     judge: str | None = None
@@ -90,6 +82,8 @@ class EvalSettings:
     max_new_tokens: int | None = None
     device: str = "auto"
     show_progress: bool = True
+    predictions: str | None = None
+    """A JSONL file of ``{"uid": ..., "output": "..."}`` lines: score these instead of running a model."""
 
 
 @dataclass
@@ -127,6 +121,49 @@ def make_judge(spec: str | None, model: str = DEFAULT_JUDGE_MODEL,
     raise EvalError(f"--judge must be 'exact' or an http(s) URL, got {spec!r}")
 
 
+# ------------------------------------------------------------------------------- predictions
+
+
+def load_predictions(path: str) -> dict[str, str]:
+    """Raw model outputs by uid from ``{"uid": ..., "output": "..."}`` JSONL lines (uids compared as text).
+
+    Every bad line is named at once: not JSON, not an object, no ``uid``, an ``output`` that is
+    not a string, or a uid given twice.
+    """
+    if not storage.is_remote(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"predictions file {path} does not exist")
+    with storage.open_read(path) if storage.is_remote(path) else open(path, "rb") as handle:
+        text = handle.read().decode("utf-8")
+    outputs: dict[str, str] = {}
+    errors: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(item, dict) or "uid" not in item or item["uid"] is None:
+            errors.append(f"line {number}: give an object with \"uid\" and \"output\"")
+            continue
+        output = item.get("output")
+        if not isinstance(output, str):
+            errors.append(f"line {number}: \"output\" must be the model's raw answer as a string")
+            continue
+        uid = str(item["uid"])
+        if uid in outputs:
+            errors.append(f"line {number}: uid {uid!r} was already given")
+            continue
+        outputs[uid] = output
+    if errors:
+        shown = "\n  ".join(errors[:50])
+        raise EvalError(f"{path}: {len(errors)} bad prediction line(s)\n  {shown}")
+    if not outputs:
+        raise EvalError(f"{path}: the predictions file holds no predictions")
+    return outputs
+
+
 # ------------------------------------------------------------------------------------ frames
 
 
@@ -143,224 +180,23 @@ def resolve_video(video: str, video_root: str | None, data_path: str) -> str:
     return os.path.join(root, video)
 
 
-def fgqa_positions(info: VideoInfo, segment: tuple[float, float] | None = None,
-                   max_frames: int = NUM_FRAMES, sampling_fps: float = 1.0) -> list[int]:
-    """perception_models' ``VideoTransform.load_video`` frame positions (FGQA's path).
+def decode_for_eval(info: VideoInfo, positions: list[int], boxes: dict[int, Box] | None,
+                    size: int = FRAME_SIZE) -> tuple[np.ndarray, ClipPlan]:
+    """The frames at ``positions`` as PLM sees them, decoded by the index's own decoder, and their plan.
 
-    Positions step through ``[start, end]`` every ``round(fps / sampling_fps)`` frames; more than
-    ``max_frames`` of them are thinned by PLM's rule. Fewer, and the rule runs over every frame of
-    the range instead, taking all of them when the range has fewer than ``max_frames``.
+    The positions become a one-clip plan (``clip_from_positions``); boxes, when given, become a
+    region on it, so the decoder draws them at full resolution before the exact resize.
     """
-    fps, total = float(info.fps), int(info.num_frames)
-    start = 0 if segment is None else int(segment[0] * fps)
-    end = total - 1 if segment is None else int(segment[1] * fps)
-    end = min(end, total - 1)
-    if start > end:
-        start, end = end, start
-    elif start == end:
-        end = min(start + 1, total - 1)  # perception_models widens by one (without the clamp)
-    stride = max(1, int(round(fps / sampling_fps)))
-    stepped = list(range(start, end + 1, stride))
-    if len(stepped) > max_frames:
-        return [stepped[i] for i in plm_frame_indices(len(stepped), max_frames)]
-    if len(stepped) < max_frames:
-        count = end - start + 1
-        return [start + i for i in plm_frame_indices(count, min(max_frames, count))]
-    return stepped
-
-
-def uniform_positions(first: int, count: int, max_frames: int = NUM_FRAMES) -> list[int]:
-    """lmms-eval's ``load_video_uniform`` (SGQA): every frame when ``count <= max_frames``."""
-    if count < 1:
-        raise ValueError("no frames to sample")
-    if count <= max_frames:
-        return list(range(first, first + count))
-    return [first + i for i in plm_frame_indices(count, max_frames)]
-
-
-def sample_positions(task: str, info: VideoInfo, row: AnnotationRow) -> list[int]:
-    """The source-frame indices the benchmark feeds PLM for this row."""
-    if task == "fgqa":
-        return fgqa_positions(info, getattr(row, "segment", None))
-    if task == "sgqa":
-        segment = getattr(row, "segment", None)
-        if segment is None:
-            return uniform_positions(0, info.num_frames)
-        times = info.frame_times
-        first = int(np.searchsorted(times, segment[0] - 1e-6, side="left"))
-        stop = int(np.searchsorted(times, segment[1] - 1e-6, side="left"))
-        if stop <= first:
-            raise ValueError(f"segment {list(segment)} holds no frames of this {info.duration_s:.2f} s video")
-        return uniform_positions(first, stop - first)
-    # Region tasks: 32 of all frames; the benchmark requires >= 32, PLM's rule repeats otherwise.
-    return plm_frame_indices(info.num_frames, NUM_FRAMES)
-
-
-def clip_plan(info: VideoInfo, positions: list[int]) -> ClipPlan:
-    """A ClipPlan for the sampled positions (start and end time of each sampled frame)."""
-    times = info.frame_times
-    starts = tuple(float(times[p]) for p in positions)
-    ends = tuple(float(times[p + 1]) if p + 1 < len(times) else float(info.duration_s) for p in positions)
-    return ClipPlan(video_id=info.video_id, uri=info.uri, clip_index=0, start_s=starts[0], end_s=max(ends),
-                    sample_frame_indices=tuple(positions), sample_times=starts, sample_end_times=ends)
-
-
-def draw_region(rgb: np.ndarray, box: Box) -> np.ndarray:
-    """Draw the region box as the benchmark does (PIL's 4 px rectangle; see ``draw_box``)."""
-    return draw_box(rgb, box)
-
-
-def prepare_frame(rgb: np.ndarray, rotation: int, box: Box | None, size: int = FRAME_SIZE) -> np.ndarray:
-    """A decoded full-resolution frame as eval feeds PLM: upright, box drawn, then resized exactly."""
-    upright = apply_rotation(rgb, rotation)
-    if box is not None:
-        upright = draw_region(upright, box)
-    return resize_exact(upright, size)
-
-
-def decode_positions(info: VideoInfo, positions: list[int], boxes: dict[int, Box] | None = None,
-                     size: int = FRAME_SIZE) -> np.ndarray:
-    """Decode the frames at ``positions`` (indices into ``info.frame_times``) in one pass.
-
-    Decoded frames are matched to indices by their timestamps; only wanted frames are converted.
-    Returns uint8 ``(len(positions), size, size, 3)`` in the order of ``positions``.
-    """
-    wanted = set(positions)
-    times = info.frame_times
-    gaps = np.diff(times)
-    tol = float(max(1e-6, 0.25 * gaps[gaps > 0].min())) if np.any(gaps > 0) else 1e-3
-    boxes = boxes or {}
-    done: dict[int, np.ndarray] = {}
-    for t, frame in decoded_frames(info.uri, info.first_pts, info.time_base):
-        if t is None:
-            continue
-        index = int(np.searchsorted(times, t - tol, side="left"))
-        if index >= len(times) or abs(float(times[index]) - t) > tol:
-            continue
-        if index in wanted and index not in done:
-            done[index] = prepare_frame(frame.to_ndarray(format="rgb24"), info.rotation, boxes.get(index), size)
-        if len(done) == len(wanted):
-            break
-    missing = sorted(wanted - done.keys())
-    if missing:
-        raise DecodeError(f"{len(missing)} sampled frame(s) could not be decoded (first: index {missing[0]})")
-    return np.stack([done[p] for p in positions])
-
-
-# ---------------------------------------------------------------------------------- prompts
-
-
-def build_prompt(task: str, row: AnnotationRow) -> str:
-    """The benchmark's prompt for this row, word for word (frame numbers in the 32-frame space)."""
-    if task == "fgqa":
-        assert isinstance(row, FgqaRow)
-        return task_prompts.fgqa_prompt(row.question, row.options)
-    if task == "sgqa":
-        assert isinstance(row, SgqaRow)
-        return task_prompts.sgqa_prompt(row.question)
-    if task == "rcap":
-        assert isinstance(row, RcapRow)
-        # lmms-eval rescales start/end into 32-frame space but writes the source's total_frames.
-        return task_prompts.rcap_prompt(task_prompts.benchmark_frame_index(row.start_frame, row.total_frames),
-                                        task_prompts.benchmark_frame_index(row.end_frame, row.total_frames),
-                                        total_frames=row.total_frames)
-    if task == "rtloc":
-        return task_prompts.rtloc_prompt(row.caption)  # type: ignore[union-attr]
-    if task == "rdcap":
-        return task_prompts.rdcap_prompt()
-    raise EvalError(f"unknown task {task!r}")
-
-
-def strip_final_period(text: str) -> str:
-    """Drop one trailing ".", as lmms-eval's PLM wrapper does before scoring."""
-    return text[:-1] if text.endswith(".") else text
-
-
-# ---------------------------------------------------------------------------------- scoring
-
-
-def _seconds(plan: ClipPlan, start: int, end: int) -> list[float] | None:
-    if end >= len(plan.sample_times):
-        return None
-    return list(frames_to_seconds(start, end, plan.sample_times, plan.sample_end_times))
-
-
-def score_row(task: str, row: AnnotationRow, prediction: str, plan: ClipPlan,
-              judge: Judge | None) -> dict[str, Any]:
-    """The row's parsed prediction and its per-row score fields."""
-    n = NUM_FRAMES
-    if task == "fgqa":
-        assert isinstance(row, FgqaRow)
-        chosen = parse_option_letter(prediction, len(row.options))
-        return {"qa_uid": row.qa_uid, "answer_index": row.answer_index, "chosen_index": chosen,
-                "chosen_option": row.options[chosen] if chosen is not None else None,
-                "correct": metrics.fgqa_correct(prediction, row.answer_index, len(row.options))}
-    if task == "rtloc":
-        assert isinstance(row, RtlocRow)
-        gt = [task_prompts.benchmark_frame_index(row.start_frame, row.total_frames, n),
-              task_prompts.benchmark_frame_index(row.end_frame, row.total_frames, n)]
-        parsed = parse_frame_range(prediction, n)
-        out: dict[str, Any] = {"gt_range": gt, "parse_error": parsed.error, "pred_range": None,
-                               "pred_raw_range": None, "pred_seconds": None, "iou": 0.0}
-        if parsed.ok:
-            out.update(pred_range=[parsed.start, parsed.end], pred_raw_range=[parsed.raw_start, parsed.raw_end],
-                       swapped=parsed.swapped, clamped=parsed.clamped,
-                       pred_seconds=_seconds(plan, parsed.start, parsed.end),
-                       iou=metrics.temporal_iou((parsed.raw_start, parsed.raw_end), (gt[0], gt[1])))
-        return out
-    if task == "rdcap":
-        assert isinstance(row, RdcapRow)
-        gt_segments = [[task_prompts.benchmark_frame_index(c.start_frame, row.total_frames, n),
-                        task_prompts.benchmark_frame_index(c.end_frame, row.total_frames, n), c.caption]
-                       for c in row.dense_captions]
-        events = parse_dense_captions(prediction, n)
-        segments = [[e.raw_start, e.raw_end, e.text] for e in events if e.ok]
-        assert judge is not None
-        soda = metrics.soda_c([tuple(s) for s in segments], [tuple(g) for g in gt_segments], caption_scorer(judge))
-        return {"gt_segments": gt_segments, "pred_segments": segments,
-                "pred_seconds": [_seconds(plan, e.start, e.end) for e in events if e.ok],
-                "parse_errors": [e.raw_text for e in events if not e.ok], "soda_c": soda}
-    if task == "rcap":
-        assert isinstance(row, RcapRow) and judge is not None
-        judgement = judge.score_caption(row.caption, prediction)
-        return {"gt_caption": row.caption, "judge_score": judgement.score, "judge_parsed": judgement.parsed,
-                "judge_explanation": judgement.explanation}
-    if task == "sgqa":
-        assert isinstance(row, SgqaRow) and judge is not None
-        verdict = judge.judge_sgqa(row.question, prediction, row.answer)
-        return {"gt_answer": row.answer, "judge_correct": verdict.correct, "judge_score": verdict.score,
-                "judge_parsed": verdict.parsed}
-    raise EvalError(f"unknown task {task!r}")
-
-
-def task_metrics(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task's metrics over the rows that were scored (rows with an error are left out)."""
-    scored = [r for r in rows if r.get("error") is None]
-    if not scored:
-        return {"scored_rows": 0}
-    out: dict[str, Any] = {"scored_rows": len(scored)}
-    if task == "fgqa":
-        out["mbacc"] = metrics.mbacc(scored)
-        out["binary_accuracy"] = sum(bool(r["correct"]) for r in scored) / len(scored)
-        out["num_questions"] = len({r["qa_uid"] for r in scored})
-    elif task == "rtloc":
-        preds = [tuple(r["pred_raw_range"]) if r["pred_raw_range"] is not None else None for r in scored]
-        result = metrics.rtloc_scores(preds, [tuple(r["gt_range"]) for r in scored])
-        out["mean_recall"] = result.mean_recall
-        out.update({f"recall@{t}": v for t, v in result.recall_at.items()})
-        out["miou"] = result.miou
-        out["parse_errors"] = result.parse_errors
-    elif task == "rdcap":
-        out["soda_c"] = sum(r["soda_c"] for r in scored) / len(scored)
-    elif task == "rcap":
-        out["judge_score"] = metrics.rcap_score([r["judge_score"] for r in scored])
-        out["judge_parse_rate"] = sum(bool(r["judge_parsed"]) for r in scored) / len(scored)
-    elif task == "sgqa":
-        out["accuracy"] = metrics.sgqa_accuracy([bool(r["judge_correct"]) for r in scored])
-    return out
-
-
-HEADLINE = {"fgqa": "mbacc", "rtloc": "mean_recall", "rdcap": "soda_c", "rcap": "judge_score", "sgqa": "accuracy"}
+    plan = clip_from_positions(info, 0, positions)
+    if boxes is not None:
+        region = RegionOnClip(_EVAL_REGION, tuple(boxes.get(p) for p in positions), 0, len(positions) - 1)
+        plan = replace(plan, regions=(region,))
+    config = DecodeConfig(num_frames=len(positions), frame_size=size, resize="exact", isolation="none")
+    clips = list(decoder_for(config).decode(VideoClips(info=info, clips=(plan,)), config))
+    if len(clips) != 1:
+        raise RuntimeError(f"the decoder returned {len(clips)} clips for one planned clip")
+    decoded = clips[0]
+    return decoded.frames_for(_EVAL_REGION if boxes is not None else None), decoded.clip
 
 
 # -------------------------------------------------------------------------------------- run
@@ -369,104 +205,138 @@ HEADLINE = {"fgqa": "mbacc", "rtloc": "mean_recall", "rdcap": "soda_c", "rcap": 
 Generate = Callable[[list[ClipPrompt], Any, int], list[str]]
 
 
+def _check_settings(settings: EvalSettings) -> tuple[Task, Judge | None]:
+    if settings.task not in benchmark_task_names():
+        raise EvalError(f"unknown task {settings.task!r}: use one of {', '.join(benchmark_task_names())}")
+    if settings.limit is not None and settings.limit < 1:
+        raise EvalError("--limit must be at least 1")
+    if settings.predictions is None and not settings.model:
+        raise EvalError("give a model to run, or --predictions to score outputs made elsewhere")
+    task = get_task(settings.task)
+    judge = make_judge(settings.judge, settings.judge_model, settings.judge_api_key_env)
+    if task.judged and judge is None:
+        raise EvalError(f"{task.name} is scored by an LLM judge: pass --judge URL (OpenAI-compatible) "
+                        "or --judge exact (offline exact-match stand-in)")
+    return task, judge
+
+
+def _frames_for_row(task: Task, row: Any, settings: EvalSettings, infos: dict[str, VideoInfo | RowFailure],
+                    record: dict[str, Any], timer: _Timer,
+                    last: list[Any]) -> tuple[np.ndarray, ClipPlan]:
+    uri = resolve_video(row.video, settings.video_root, settings.data)
+    record["uri"] = uri
+    start = time.perf_counter()
+    if uri not in infos:
+        try:
+            infos[uri] = probe_video(VideoInput(uri=uri))
+        except Exception as exc:  # noqa: BLE001 - recorded for every row of this video
+            infos[uri] = RowFailure("probe", type(exc).__name__, str(exc))
+    info = infos[uri]
+    if isinstance(info, RowFailure):
+        raise info
+    timer.add("probe_s", start)
+    try:
+        positions = task.eval_positions(info, row)
+    except Exception as exc:  # noqa: BLE001
+        raise RowFailure("sample", type(exc).__name__, str(exc)) from exc
+    record.update(video_frames=info.num_frames, sample_frame_indices=positions)
+    boxes = task.eval_boxes(row)
+    if task.region_task:
+        record["boxed_frames"] = sum(1 for p in positions if boxes and p in boxes)
+        if row.total_frames != info.num_frames:
+            record["warning"] = (f"total_frames is {row.total_frames} but the video has "
+                                 f"{info.num_frames} frames; ground truth uses total_frames")
+    start = time.perf_counter()
+    key = (uri, tuple(positions), None if boxes is None else id(boxes))
+    if last and last[0] == key:
+        frames, plan = last[1], last[2]
+    else:
+        try:
+            frames, plan = decode_for_eval(info, positions, boxes)
+        except Exception as exc:  # noqa: BLE001
+            raise RowFailure("decode", type(exc).__name__, str(exc)) from exc
+        last[:] = [key, frames, plan]
+    record["sample_times"] = [round(t, 6) for t in plan.sample_times]
+    timer.add("decode_s", start)
+    return frames, plan
+
+
 def run_eval(settings: EvalSettings, *, load: Callable[[str, str], Any] | None = None,
              generate: Generate | None = None) -> dict[str, Any]:
     """Evaluate ``settings.task`` over ``settings.data``; returns the report (also written to JSON).
 
     ``load(model, device)`` returns the loaded model (default: ``PlmModelHandler(model).load_model()``)
     and ``generate(items, loaded, max_new_tokens)`` answers prompts (default:
-    ``PlmModelHandler.generate``); tests may replace them. A row whose video, decoding, generation
-    or judging fails gets an ``error`` in the report and is left out of the metrics; the run goes on.
+    ``PlmModelHandler.generate``); tests may replace them. With ``settings.predictions`` neither
+    is called. A row whose video, decoding, generation or judging fails gets an ``error`` in the
+    report and is left out of the metrics; the run goes on.
     """
     from tqdm import tqdm
 
-    from model_runner.handler import PlmModelHandler
-
-    task = settings.task
-    if task not in HEADLINE:
-        raise EvalError(f"unknown task {task!r}: use one of {', '.join(HEADLINE)}")
-    if settings.limit is not None and settings.limit < 1:
-        raise EvalError("--limit must be at least 1")
-    judge = make_judge(settings.judge, settings.judge_model, settings.judge_api_key_env)
-    if task in JUDGED_TASKS and judge is None:
-        raise EvalError(f"{task} is scored by an LLM judge: pass --judge URL (OpenAI-compatible) "
-                        "or --judge exact (offline exact-match stand-in)")
+    task, judge = _check_settings(settings)
+    predictions = load_predictions(settings.predictions) if settings.predictions else None
     started = time.perf_counter()
-    annotations = load_annotations(settings.data, task, metadata=settings.metadata)
+    annotations = load_annotations(settings.data, task.name, metadata=settings.metadata)
     total_rows = len(annotations)
+    if predictions is not None:
+        without_uid = [line for line, row in annotations if row.uid is None]
+        if without_uid:
+            raise EvalError(f"{settings.data}: rows without a uid cannot be matched to predictions "
+                            f"(lines {without_uid[:10]})")
     if settings.limit is not None:
         annotations = annotations[: settings.limit]
-    max_new_tokens = settings.max_new_tokens or task_prompts.MAX_NEW_TOKENS[task]
-    generate = generate or PlmModelHandler.generate
+    max_new_tokens = settings.max_new_tokens or task.max_new_tokens or 0
 
-    t0 = time.perf_counter()
-    if load is None:
-        loaded = PlmModelHandler(settings.model, device=settings.device).load_model()
-    else:
-        loaded = load(settings.model, settings.device)
-    load_s = time.perf_counter() - t0
-    log.info("eval %s: %d row(s) from %s with %s on %s", task, len(annotations), settings.data,
-             settings.model, loaded.device)
+    loaded = None
+    load_s = 0.0
+    if predictions is None:
+        from model_runner.handler import PlmModelHandler
+
+        generate = generate or PlmModelHandler.generate
+        t0 = time.perf_counter()
+        if load is None:
+            loaded = PlmModelHandler(settings.model, device=settings.device).load_model()
+        else:
+            loaded = load(settings.model, settings.device)
+        load_s = time.perf_counter() - t0
+        log.info("eval %s: %d row(s) from %s with %s on %s", task.name, len(annotations), settings.data,
+                 settings.model, loaded.device)
 
     infos: dict[str, VideoInfo | RowFailure] = {}
-    last_frames: tuple[Any, np.ndarray] | None = None
+    last: list[Any] = []
     rows: list[dict[str, Any]] = []
-    bar = tqdm(annotations, desc=f"eval {task}", unit="row", file=sys.stderr, disable=not settings.show_progress)
+    missing = 0
+    bar = tqdm(annotations, desc=f"eval {task.name}", unit="row", file=sys.stderr,
+               disable=not settings.show_progress)
     for line, row in bar:
         timer = _Timer()
         record: dict[str, Any] = {"line": line, "uid": row.uid, "video": row.video, "error": None}
         rows.append(record)
         try:
-            uri = resolve_video(row.video, settings.video_root, settings.data)
-            record["uri"] = uri
-            start = time.perf_counter()
-            if uri not in infos:
-                try:
-                    infos[uri] = probe_video(VideoInput(uri=uri))
-                except Exception as exc:  # noqa: BLE001 - recorded for every row of this video
-                    infos[uri] = RowFailure("probe", type(exc).__name__, str(exc))
-            info = infos[uri]
-            if isinstance(info, RowFailure):
-                raise info
-            timer.add("probe_s", start)
-            try:
-                positions = sample_positions(task, info, row)
-            except Exception as exc:  # noqa: BLE001
-                raise RowFailure("sample", type(exc).__name__, str(exc)) from exc
-            plan = clip_plan(info, positions)
-            record.update(video_frames=info.num_frames, sample_frame_indices=positions,
-                          sample_times=[round(t, 6) for t in plan.sample_times])
-            boxes = getattr(row, "bbox", None) if task in REGION_TASKS else None
-            if task in REGION_TASKS:
-                record["boxed_frames"] = sum(1 for p in positions if boxes and p in boxes)
-                if row.total_frames != info.num_frames:  # type: ignore[union-attr]
-                    record["warning"] = (f"total_frames is {row.total_frames} but the video has "  # type: ignore[union-attr]
-                                         f"{info.num_frames} frames; ground truth uses total_frames")
-            start = time.perf_counter()
-            key = (uri, tuple(positions), None if boxes is None else id(boxes))
-            if last_frames is not None and last_frames[0] == key:
-                frames = last_frames[1]
-            else:
-                try:
-                    frames = decode_positions(info, positions, boxes)
-                except Exception as exc:  # noqa: BLE001
-                    raise RowFailure("decode", type(exc).__name__, str(exc)) from exc
-                last_frames = (key, frames)
-            timer.add("decode_s", start)
-            prompt = build_prompt(task, row)
+            prompt = task.eval_prompt(row)
             record["prompt"] = prompt
-            start = time.perf_counter()
-            try:
-                item = ClipPrompt(clip=plan, frames=frames, task=task, prompt=prompt, max_new_tokens=max_new_tokens)
-                raw = generate([item], loaded, max_new_tokens)[0]
-            except Exception as exc:  # noqa: BLE001
-                raise RowFailure("generate", type(exc).__name__, str(exc)) from exc
-            timer.add("generate_s", start)
+            plan = None
+            if predictions is not None:
+                raw = predictions.get(str(row.uid))
+                record["prediction_missing"] = raw is None
+                if raw is None:
+                    missing += 1
+                    raw = ""  # scored as the benchmark scores an empty answer
+            else:
+                frames, plan = _frames_for_row(task, row, settings, infos, record, timer, last)
+                start = time.perf_counter()
+                try:
+                    item = ClipPrompt(clip=plan, frames=frames, task=task.name, prompt=prompt,
+                                      max_new_tokens=max_new_tokens)
+                    raw = generate([item], loaded, max_new_tokens)[0]
+                except Exception as exc:  # noqa: BLE001
+                    raise RowFailure("generate", type(exc).__name__, str(exc)) from exc
+                timer.add("generate_s", start)
             prediction = strip_final_period(raw)
             record.update(raw_output=raw, prediction=prediction)
             start = time.perf_counter()
             try:
-                record.update(score_row(task, row, prediction, plan, judge))
+                record.update(task.score(row, prediction, plan, judge))
             except JudgeError as exc:
                 raise RowFailure("judge", type(exc).__name__, str(exc)) from exc
             timer.add("score_s", start)
@@ -478,22 +348,30 @@ def run_eval(settings: EvalSettings, *, load: Callable[[str, str], Any] | None =
         log.info("row at line %d done%s", line, " with an error" if record["error"] else "")
     bar.close()
 
+    scored = [r for r in rows if r["error"] is None]
+    metrics: dict[str, Any] = {"scored_rows": len(scored)}
+    if scored:
+        metrics.update(task.metrics(scored))
     total_s = time.perf_counter() - started
-    failed = sum(1 for r in rows if r["error"] is not None)
     report = {
-        "task": task,
+        "task": task.name,
         "data": settings.data,
-        "model": settings.model,
-        "model_id": loaded.model_id,
-        "model_is_tiny_random": _is_tiny(settings.model),
-        "device": loaded.device,
+        "model": settings.model if predictions is None else None,
+        "model_id": None if loaded is None else loaded.model_id,
+        "model_is_tiny_random": predictions is None and _is_tiny(settings.model),
+        "predictions": settings.predictions,
+        "device": None if loaded is None else loaded.device,
         "judge": None if judge is None else judge.name,
-        "judge_used_for_metrics": task in JUDGED_TASKS,
+        "judge_used_for_metrics": task.judged,
         "num_rows": len(rows),
         "rows_in_file": total_rows,
-        "rows_failed": failed,
-        "metrics": task_metrics(task, rows),
-        "headline_metric": HEADLINE[task],
+        "rows_failed": sum(1 for r in rows if r["error"] is not None),
+        "rows_without_prediction": missing if predictions is not None else None,
+        "predictions_without_row": (sorted(set(predictions) - {str(r.uid) for _, r in annotations})
+                                    if predictions is not None and settings.limit is None else None),
+        "metrics": metrics,
+        "headline_metric": task.headline,
+        "reading": "benchmark (lmms-eval's rules)",
         "settings": {"num_frames": NUM_FRAMES, "frame_size": FRAME_SIZE, "resize": "exact",
                      "max_new_tokens": max_new_tokens, "do_sample": False, "answer_slip": True,
                      "strip_final_period": True, "video_root": settings.video_root,
@@ -508,10 +386,10 @@ def run_eval(settings: EvalSettings, *, load: Callable[[str, str], Any] | None =
     return report
 
 
-def _is_tiny(model: str) -> bool:
+def _is_tiny(model: str | None) -> bool:
     from model_runner.tiny import is_tiny
 
-    return os.path.isdir(model) and is_tiny(model)
+    return model is not None and os.path.isdir(model) and is_tiny(model)
 
 
 def write_report(report: dict[str, Any], path: str) -> None:
@@ -538,12 +416,15 @@ def _json_default(value: Any) -> Any:
 
 def format_table(report: dict[str, Any]) -> str:
     """A short plain-text summary of the report."""
-    lines = [f"task      {report['task']}",
-             f"model     {report['model']}" + ("  (tiny random weights: scores are noise)"
-                                                if report["model_is_tiny_random"] else ""),
+    source = (f"predictions {report['predictions']}" if report.get("predictions")
+              else f"model     {report['model']}" + ("  (tiny random weights: scores are noise)"
+                                                     if report["model_is_tiny_random"] else ""))
+    lines = [f"task      {report['task']}", source,
              f"judge     {report['judge'] or '-'}",
              f"rows      {report['num_rows']} evaluated, {report['rows_failed']} failed "
              f"(of {report['rows_in_file']} in the file)"]
+    if report.get("rows_without_prediction") is not None:
+        lines.append(f"missing   {report['rows_without_prediction']} row(s) had no prediction (scored as empty)")
     for key, value in report["metrics"].items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         marker = "  <- headline" if key == report["headline_metric"] else ""

@@ -107,7 +107,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"plm-index eval: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
     model = args.model
-    if model is None:
+    if model is None and args.predictions is None:
         print(TINY_WARNING, file=sys.stderr)
         model = ensure_tiny_model()
     output = args.output or f"eval-{args.task}.json"
@@ -115,7 +115,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
                             metadata=args.metadata, judge=args.judge, judge_model=args.judge_model,
                             judge_api_key_env=args.judge_api_key_env or None, limit=args.limit,
                             output=output, max_new_tokens=args.max_new_tokens, device=args.device,
-                            show_progress=not args.no_progress)
+                            show_progress=not args.no_progress, predictions=args.predictions)
     try:
         report = run_eval(settings)
     except (FileNotFoundError, ValueError) as exc:  # AnnotationError and EvalError are ValueErrors
@@ -129,6 +129,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     from pipeline.options import add_build_flags
+    from tasks import benchmark_task_names, task_names
 
     parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="BM25 keywords, embedding cosine, or both fused (default)")
     search.add_argument("--limit", type=int, default=10, help="number of moments to show")
     search.add_argument("--video", default=None, help="only videos whose uri (or file name) matches this glob")
-    search.add_argument("--task", default=None, help="only segments of this task, e.g. caption")
+    search.add_argument("--task", default=None, choices=task_names(), help="only segments of this task")
     search.add_argument("--from", dest="start_s", type=float, default=None, metavar="SECONDS",
                         help="only segments that end after this time")
     search.add_argument("--to", dest="end_s", type=float, default=None, metavar="SECONDS",
@@ -164,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None)
     demo.add_argument("--query", default="person pours water into a cup")
     evaluate = commands.add_parser("eval", help="score PLM on a PLM-VideoBench annotation file")
-    evaluate.add_argument("--task", required=True, choices=["fgqa", "rtloc", "rdcap", "rcap", "sgqa"])
+    evaluate.add_argument("--task", required=True, choices=benchmark_task_names())
     evaluate.add_argument("--data", required=True, help="annotation file: JSONL rows with the published fields")
     evaluate.add_argument("--model", default=None, help="checkpoint folder, gs:// folder or hub id")
+    evaluate.add_argument("--predictions", default=None, metavar="PRED.jsonl",
+                          help='score these raw outputs ({"uid": ..., "output": "..."} lines) instead of '
+                               "running a model; no model is loaded and no video is read")
     evaluate.add_argument("--video-root", default=None,
                           help="folder the rows' videos are relative to (default: the annotation file's)")
     evaluate.add_argument("--metadata", default=None,

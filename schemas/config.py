@@ -9,11 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.manifest import KNOWN_TASKS, Question
+from schemas.manifest import Question, check_task_names
 
 PIPELINE_VERSION = "0.1.0"
 
-TASKS = KNOWN_TASKS
 
 
 class ClipSpec(BaseModel):
@@ -89,9 +88,7 @@ class BuildConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+        check_task_names(tasks)
         if not tasks:
             raise ValueError("at least one task is needed")
         return tasks

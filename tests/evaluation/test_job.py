@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 
 from core.media import make_video
-from evaluation import metrics
+from core.sampling import uniform_or_all
 from evaluation.data import AnnotationError, load_annotations
-from evaluation.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions
+from evaluation.job import EvalError, EvalSettings, run_eval
 from evaluation.judge import ExactMatchJudge, caption_scorer
 from schemas.records import VideoInfo
-from tasks import prompts as task_prompts
+from tasks import scoring as metrics
+from tasks.fgqa import fgqa_positions, fgqa_prompt
+from tasks.rcap import rcap_prompt
+from tasks.rdcap import rdcap_prompt
+from tasks.rtloc import rtloc_prompt
+from tasks.sgqa import sgqa_prompt
 
 ROOT = Path(__file__).resolve().parents[3]
 TOTAL = 100  # 4 s at 25 fps
@@ -105,8 +110,7 @@ def _recomputed(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     if task == "fgqa":
         return {"mbacc": metrics.mbacc(rows)}
     if task == "rtloc":
-        preds = [tuple(r["pred_raw_range"]) if r["pred_raw_range"] else None for r in rows]
-        scores = metrics.rtloc_scores(preds, [tuple(r["gt_range"]) for r in rows])
+        scores = metrics.rtloc_scores([tuple(r["scored_range"]) for r in rows], [tuple(r["gt_range"]) for r in rows])
         return {"mean_recall": scores.mean_recall, "miou": scores.miou,
                 **{f"recall@{t}": v for t, v in scores.recall_at.items()}}
     if task == "rdcap":
@@ -123,15 +127,15 @@ def _recomputed(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
 def _expected_prompt(task: str, row: dict[str, Any]) -> str:
     if task == "fgqa":
         options = [row["options"][f"option_{i}"] for i in range(len(row["options"]))]
-        return task_prompts.fgqa_prompt(row["question"], options)
+        return fgqa_prompt(row["question"], options)
     if task == "sgqa":
-        return task_prompts.sgqa_prompt(row["question"])
+        return sgqa_prompt(row["question"])
     if task == "rcap":
-        return task_prompts.rcap_prompt(_bench_index(row["start_frame"]), _bench_index(row["end_frame"]),
+        return rcap_prompt(_bench_index(row["start_frame"]), _bench_index(row["end_frame"]),
                                         total_frames=row["total_frames"])
     if task == "rtloc":
-        return task_prompts.rtloc_prompt(row["caption"])
-    return task_prompts.rdcap_prompt()
+        return rtloc_prompt(row["caption"])
+    return rdcap_prompt()
 
 
 @pytest.mark.parametrize("task", sorted(METRIC_KEYS))
@@ -299,8 +303,8 @@ def test_fgqa_sampling_steps_at_one_fps_on_long_videos() -> None:
 
 
 def test_sgqa_sampling_keeps_every_frame_of_short_videos() -> None:
-    assert uniform_positions(0, 20) == list(range(20))
-    assert uniform_positions(5, 100) == [5 + round(i * 99 / 31) for i in range(32)]
+    assert uniform_or_all(0, 20, 32) == list(range(20))
+    assert uniform_or_all(5, 100, 32) == [5 + round(i * 99 / 31) for i in range(32)]
 
 
 def test_cli_eval(eval_dir: Path, tiny_model: str) -> None:
