@@ -71,6 +71,8 @@ def test_all_five_tasks_run_through_build(tmp_path: Path, manifest: Path, tiny_m
     for row in rows:
         assert 0.0 <= row["start_s"] <= row["end_s"] <= 4.0, row
         assert row["raw_output"] is not None
+        # Every benchmark task's row says whether PLM-VideoBench's own reading agrees; captions have none.
+        assert (row["benchmark_reading_ok"] is None) == (row["task"] == "caption"), row
     fgqa = next(r for r in rows if r["task"] == "fgqa")
     assert fgqa["options"] == ["cut", "pour", "stir"] and fgqa["answer_option"] == 1
     assert fgqa["prompt"].startswith("Question: What does the person do?\nOptions:\n(A) cut\n(B) pour\n(C) stir")
