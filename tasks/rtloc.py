@@ -34,7 +34,7 @@ from tasks.base import CaptionJudge, Target, region_of, seconds_of
 from tasks.prompts import NUM_VIDEO_FRAMES
 from tasks.reading import frames_to_seconds, parse_frame_range, strip_final_period
 from tasks.regions import RegionTask, region_columns
-from tasks.scoring import RTLOC_IOU_THRESHOLDS, temporal_iou
+from tasks.scoring import RTLOC_IOU_THRESHOLDS, rtloc_scores, temporal_iou
 
 _RTLOC_PROMPT = (
     "Given the region marked by the red rectangle in the video, please provide the start and end "
@@ -119,11 +119,12 @@ class RtlocTask(RegionTask):
         return out
 
     def metrics(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        n = len(rows)
-        out: dict[str, Any] = {"mean_recall": sum(r["mean_recall"] for r in rows) / n}
-        out.update({f"recall@{t}": sum(bool(r["hits"][str(t)]) for r in rows) / n for t in RTLOC_IOU_THRESHOLDS})
-        out["mean_precision"] = sum(r["mean_precision"] for r in rows) / n
-        out["miou"] = sum(r["iou"] for r in rows) / n
+        """lmms-eval's means over rows; a parse error counts with its stand-in range, as there."""
+        scores = rtloc_scores([tuple(r["scored_range"]) for r in rows], [tuple(r["gt_range"]) for r in rows])
+        out: dict[str, Any] = {"mean_recall": scores.mean_recall}
+        out.update({f"recall@{t}": v for t, v in scores.recall_at.items()})
+        out["mean_precision"] = scores.mean_recall  # one prediction per row: precision equals recall
+        out["miou"] = scores.miou
         out["parse_errors"] = sum(bool(r["parse_error"]) for r in rows)
         return out
 
