@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.manifest import Question, check_task_names
 
-PIPELINE_VERSION = "0.1.0"
+# 0.2.0: clips are sampled by PLM's loader rule (clips of 32 s or more get other frames) and
+# segment rows carry benchmark_reading_ok, so a rerun redoes videos indexed by 0.1.0.
+PIPELINE_VERSION = "0.2.0"
 
 
 
