@@ -152,14 +152,14 @@ def cmd_demo(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     """``plm-index eval``: run PLM over a PLM-VideoBench annotation file and report its metrics."""
+    from evaluation.job import EvalSettings, format_table, run_eval
     from pipeline.build import ensure_tiny_model
-    from pipeline.eval.job import EvalSettings, format_table, run_eval
 
     if extra:
         print(f"plm-index eval: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
     model = args.model
-    if model is None:
+    if model is None and args.predictions is None:
         print(TINY_WARNING, file=sys.stderr)
         model = ensure_tiny_model()
     output = args.output or f"eval-{args.task}.json"
@@ -167,7 +167,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
                             metadata=args.metadata, judge=args.judge, judge_model=args.judge_model,
                             judge_api_key_env=args.judge_api_key_env or None, limit=args.limit,
                             output=output, max_new_tokens=args.max_new_tokens, device=args.device,
-                            show_progress=not args.no_progress)
+                            show_progress=not args.no_progress, predictions=args.predictions)
     try:
         report = run_eval(settings)
     except (FileNotFoundError, ValueError) as exc:  # AnnotationError and EvalError are ValueErrors
@@ -180,6 +180,8 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 def add_search_parser(commands: argparse._SubParsersAction) -> None:
     """The ``search`` subcommand's flags (kept apart so a search never imports the build's flags)."""
+    from tasks import task_names
+
     search = commands.add_parser("search", help="search an index by action")
     search.add_argument("--index", required=True, help="index folder (local or gs://)")
     search.add_argument("query", nargs="?", default=None)
@@ -189,7 +191,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
                         help="BM25 keywords, embedding cosine, or both fused (default)")
     search.add_argument("--limit", type=int, default=10, help="number of moments to show")
     search.add_argument("--video", default=None, help="only videos whose uri (or file name) matches this glob")
-    search.add_argument("--task", default=None, help="only segments of this task, e.g. caption")
+    search.add_argument("--task", default=None, choices=task_names(), help="only segments of this task")
     search.add_argument("--from", dest="start_s", type=float, default=None, metavar="SECONDS",
                         help="only segments that end after this time")
     search.add_argument("--to", dest="end_s", type=float, default=None, metavar="SECONDS",
@@ -303,6 +305,7 @@ def light_parser(command: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     from pipeline.options import add_build_flags
+    from tasks import benchmark_task_names
 
     parser = argparse.ArgumentParser(prog="plm-index", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -318,9 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None)
     demo.add_argument("--query", default="person pours water into a cup")
     evaluate = commands.add_parser("eval", help="score PLM on a PLM-VideoBench annotation file")
-    evaluate.add_argument("--task", required=True, choices=["fgqa", "rtloc", "rdcap", "rcap", "sgqa"])
+    evaluate.add_argument("--task", required=True, choices=benchmark_task_names())
     evaluate.add_argument("--data", required=True, help="annotation file: JSONL rows with the published fields")
     evaluate.add_argument("--model", default=None, help="checkpoint folder, gs:// folder or hub id")
+    evaluate.add_argument("--predictions", default=None, metavar="PRED.jsonl",
+                          help='score these raw outputs ({"uid": ..., "output": "..."} lines) instead of '
+                               "running a model; no model is loaded and no video is read")
     evaluate.add_argument("--video-root", default=None,
                           help="folder the rows' videos are relative to (default: the annotation file's)")
     evaluate.add_argument("--metadata", default=None,

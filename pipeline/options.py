@@ -8,6 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
 from schemas.manifest import Question
+from tasks import task_names
 
 
 def add_build_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="checkpoint folder, gs:// folder or hub id (default: the tiny random test model)")
     parser.add_argument("--tasks", default="caption",
-                        help="comma-separated: caption,fgqa,sgqa,rcap,rtloc,rdcap (default: caption)")
+                        help=f"comma-separated: {','.join(task_names())} (default: caption)")
     parser.add_argument("--question", action="append", default=[],
                         help="a question asked about every clip (fgqa with --options, else sgqa); repeatable")
     parser.add_argument("--options", action="append", default=[],

@@ -21,10 +21,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-KNOWN_TASKS = ("caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap")
-REGION_TASKS = ("rcap", "rtloc", "rdcap")
-QUESTION_TASKS = ("fgqa", "sgqa")
-
 
 def check_box(box: list[float]) -> tuple[float, float, float, float]:
     """Validate one ``[x1, y1, x2, y2]`` box."""
@@ -141,9 +137,7 @@ class ManifestRow(BaseModel):
     @classmethod
     def _known(cls, tasks: list[str] | None) -> list[str] | None:
         if tasks is not None:
-            unknown = [t for t in tasks if t not in KNOWN_TASKS]
-            if unknown:
-                raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(KNOWN_TASKS)}")
+            check_task_names(tasks)
         return tasks
 
     def extras(self) -> dict[str, Any]:
@@ -155,3 +149,13 @@ class ManifestRow(BaseModel):
 
 class ManifestError(ValueError):
     """A manifest with invalid rows; the message names every bad line."""
+
+
+def check_task_names(tasks: list[str] | tuple[str, ...]) -> None:
+    """Raise a ValueError naming every unknown task and the known ones (the list lives in ``tasks/``)."""
+    from tasks import task_names  # the registry sits a floor up; it is read, never imported at load time
+
+    known = task_names()
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(known)}")

@@ -13,6 +13,7 @@ MAX_MESSAGE = 2000
 TASK_COLUMNS = frozenset({
     "question", "options", "chosen_option", "answer_option", "correct", "qa_uid", "region_id", "region_boxes",
     "start_frame", "end_frame", "raw_start_frame", "raw_end_frame", "clamped", "parse_error",
+    "benchmark_reading_ok",
 })
 
 

@@ -79,6 +79,9 @@ SEGMENTS_SCHEMA = pa.schema(
         pa.field("clamped", pa.bool_()),
         # An answer that could not be parsed is kept, with the reason, never dropped.
         pa.field("parse_error", pa.string()),
+        # Whether PLM-VideoBench's own reading (lmms-eval's rules) reads the answer as this row does;
+        # null for tasks without a benchmark and in indexes written before the column existed.
+        pa.field("benchmark_reading_ok", pa.bool_()),
         pa.field("model_id", pa.string()),
         pa.field("generation", pa.string()),
         pa.field("settings_hash", pa.string()),

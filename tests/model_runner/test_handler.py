@@ -14,10 +14,10 @@ import torch
 from core.media import make_video
 from model_runner.handler import PlmModelHandler
 from model_runner.loading import LoadedPlm
-from model_runner.prompts import caption_prompt
 from model_runner.tiny import build_tiny_plm
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.records import ClipFrames, ClipPrompt, InferenceFailure, VideoClips, VideoInput
+from tasks.caption import caption_prompt
 from transforms.decode.backends import decoder_for
 from transforms.plan.planning import plan_clips
 from transforms.probe.probing import probe_video

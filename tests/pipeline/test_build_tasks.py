@@ -17,8 +17,8 @@ from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
 from schemas.manifest import ManifestRow, Question
 from schemas.records import ClipPrompt, VideoClips, VideoInput
 from schemas.rows import RunContext
+from tasks import get_task
 from transforms.decode import decoder_for
-from transforms.parse.outputs import PARSERS
 from transforms.plan import plan_clips
 from transforms.plan.annotations import annotate_clips
 from transforms.probe import probe_video
@@ -71,6 +71,8 @@ def test_all_five_tasks_run_through_build(tmp_path: Path, manifest: Path, tiny_m
     for row in rows:
         assert 0.0 <= row["start_s"] <= row["end_s"] <= 4.0, row
         assert row["raw_output"] is not None
+        # Every benchmark task's row says whether PLM-VideoBench's own reading agrees; captions have none.
+        assert (row["benchmark_reading_ok"] is None) == (row["task"] == "caption"), row
     fgqa = next(r for r in rows if r["task"] == "fgqa")
     assert fgqa["options"] == ["cut", "pour", "stir"] and fgqa["answer_option"] == 1
     assert fgqa["prompt"].startswith("Question: What does the person do?\nOptions:\n(A) cut\n(B) pour\n(C) stir")
@@ -93,22 +95,22 @@ def test_rtloc_and_rdcap_answers_become_seconds(black_video: str, manifest: Path
     info, clips = clip_with_annotations(black_video, manifest)
     clip = clips[0]
     prompt = ClipPrompt(clip, np.zeros((32, 448, 448, 3), np.uint8), "rtloc", "p", 16, region_id="cup")
-    row = PARSERS["rtloc"](RUN, prompt, "The action happens in [20, 5] I think.")[0]
+    row = get_task("rtloc").rows(RUN, prompt, "The action happens in [20, 5] I think.")[0]
     # Reversed range is swapped; start maps to frame 5's start, end to the end of frame 20's interval.
     assert (row["start_frame"], row["end_frame"]) == (5, 20)
     assert row["start_s"] == clip.sample_times[5] and row["end_s"] == clip.sample_end_times[20]
     assert row["end_s"] > clip.sample_times[20]
-    clamped = PARSERS["rtloc"](RUN, prompt, "[3, 40]")[0]
+    clamped = get_task("rtloc").rows(RUN, prompt, "[3, 40]")[0]
     assert clamped["end_frame"] == 31 and clamped["clamped"] is True and clamped["raw_end_frame"] == 40
     assert clamped["end_s"] == clip.sample_end_times[31]
-    garbage = PARSERS["rtloc"](RUN, prompt, "no idea")[0]
+    garbage = get_task("rtloc").rows(RUN, prompt, "no idea")[0]
     assert garbage["parse_error"] and garbage["raw_output"] == "no idea"
-    dense = PARSERS["rdcap"](RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"),
+    dense = get_task("rdcap").rows(RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"),
                              "[0, 9]: picks up the cup\n[10, 31]: drinks")
     assert [(r["start_s"], r["end_s"], r["text"]) for r in dense] == [
         (clip.sample_times[0], clip.sample_end_times[9], "picks up the cup"),
         (clip.sample_times[10], clip.sample_end_times[31], "drinks")]
-    empty = PARSERS["rdcap"](RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"), "")
+    empty = get_task("rdcap").rows(RUN, ClipPrompt(clip, prompt.frames, "rdcap", "p", 512, region_id="cup"), "")
     assert len(empty) == 1 and empty[0]["parse_error"]
 
 

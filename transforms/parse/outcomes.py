@@ -13,14 +13,14 @@ from apache_beam.ml.inference.base import PredictionResult
 from schemas.records import ClipPrompt, InferenceFailure
 from schemas.rows import RunContext
 from schemas.work import ClipOutcome
-from transforms.parse.outputs import PARSERS
+from tasks import get_task
 
 log = logging.getLogger(__name__)
 
 
 def segment_rows(run: RunContext, prompt: ClipPrompt, text: str) -> list[dict[str, Any]]:
-    """The segment rows of one answer, read by its task's parser (an unreadable answer keeps ``parse_error``)."""
-    return PARSERS[prompt.task](run, prompt, text)
+    """The segment rows of one answer, read by its task's index reading (an unreadable answer keeps ``parse_error``)."""
+    return get_task(prompt.task).rows(run, prompt, text)
 
 
 def append_progress(progress_file: str | None, line: str) -> None:

@@ -1,4 +1,10 @@
-"""Clip windows and PLM's frame-sampling rule, on real frame timestamps."""
+"""Clip windows and the frames PLM sees of each, on real frame timestamps.
+
+Frames are chosen by PLM's own loader rule (``core.sampling.plm_loader_positions``): candidates
+at 1 fps, thinned by ``round(i * (m - 1) / 31)``; a clip with fewer than 32 candidates is sampled
+by that rule over all its frames. The clip's frame rate is its own average (frames over the span
+they cover), as the loader reads a trimmed clip's.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from core.sampling import plm_loader_positions
 from schemas.config import ClipSpec
 from schemas.manifest import Question
 from schemas.records import ClipPlan, VideoClips, VideoInfo, VideoSummary
@@ -19,19 +26,6 @@ from schemas.work import VideoFailed
 from transforms.plan.annotations import annotate_clips
 
 log = logging.getLogger(__name__)
-
-
-def plm_frame_indices(num_available: int, num_frames: int) -> list[int]:
-    """PLM's uniform rule: ``round(i * (m - 1) / (n - 1))`` for i = 0..n-1.
-
-    The first and last frames are always included; with fewer than ``n`` frames available some
-    repeat, so PLM still sees ``n`` frames.
-    """
-    if num_available < 1:
-        raise ValueError("a clip needs at least one frame")
-    if num_frames == 1:
-        return [0]
-    return [int(round(i * (num_available - 1) / (num_frames - 1))) for i in range(num_frames)]
 
 
 def fixed_windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
@@ -52,20 +46,50 @@ def split_long(windows: list[tuple[float, float]], max_s: float) -> list[tuple[f
     return result
 
 
+def clip_average_fps(info: VideoInfo, first: int, stop: int) -> float:
+    """Average frame rate of frames ``first..stop-1``: their count over the time they cover.
+
+    A clip's last frame lasts until the next frame's start (or the video's end), so a constant
+    ``f`` fps clip gives exactly ``f``; for variable frame rate it is the clip's mean rate.
+    """
+    times = info.frame_times
+    end = float(times[stop]) if stop < len(times) else float(info.duration_s)
+    span = end - float(times[first])
+    return (stop - first) / span if span > 0 else float(info.fps or 1.0)
+
+
+def clip_from_positions(info: VideoInfo, clip_index: int, positions: list[int], start_s: float | None = None,
+                        end_s: float | None = None) -> ClipPlan:
+    """A ClipPlan sampling the video's frames ``positions`` (indices into ``info.frame_times``).
+
+    Each sample's end time is the next frame's start (or the video's end). The clip spans
+    ``[start_s, end_s]``, by default from the first sample's start to the latest sample's end.
+    """
+    if not positions:
+        raise ValueError("a clip needs at least one sampled frame")
+    times = info.frame_times
+    last = len(times) - 1
+    bad = [p for p in positions if not 0 <= p <= last]
+    if bad:
+        raise ValueError(f"frame positions {bad[:3]} are outside 0..{last} of {info.uri}")
+    starts = tuple(float(times[p]) for p in positions)
+    ends = tuple(float(times[p + 1]) if p + 1 < len(times) else float(info.duration_s) for p in positions)
+    return ClipPlan(video_id=info.video_id, uri=info.uri, clip_index=clip_index,
+                    start_s=starts[0] if start_s is None else float(start_s),
+                    end_s=max(ends) if end_s is None else float(end_s),
+                    sample_frame_indices=tuple(positions), sample_times=starts, sample_end_times=ends)
+
+
 def clip_from_window(info: VideoInfo, clip_index: int, start_s: float, end_s: float,
                      num_frames: int) -> ClipPlan | None:
-    """The clip covering the frames that start in [start_s, end_s), sampled PLM's way."""
+    """The clip covering the frames that start in [start_s, end_s), sampled by PLM's loader rule."""
     times = info.frame_times
     first = int(np.searchsorted(times, start_s - 1e-6, side="left"))
     stop = int(np.searchsorted(times, end_s - 1e-6, side="left"))
     if stop <= first:
         return None
-    picks = [first + i for i in plm_frame_indices(stop - first, num_frames)]
-    starts = tuple(float(times[i]) for i in picks)
-    ends = tuple(float(times[i + 1]) if i + 1 < len(times) else float(info.duration_s) for i in picks)
-    return ClipPlan(video_id=info.video_id, uri=info.uri, clip_index=clip_index, start_s=float(start_s),
-                    end_s=float(end_s), sample_frame_indices=tuple(picks), sample_times=starts,
-                    sample_end_times=ends)
+    picks = plm_loader_positions(first, stop - first, clip_average_fps(info, first, stop), num_frames)
+    return clip_from_positions(info, clip_index, picks, start_s, end_s)
 
 
 def plan_clips(info: VideoInfo, spec: ClipSpec, num_frames: int,

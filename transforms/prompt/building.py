@@ -7,16 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model_runner.prompts import caption_prompt
-from model_runner.task_prompts import (
-    MAX_NEW_TOKENS,
-    fgqa_prompt,
-    rcap_prompt,
-    rdcap_prompt,
-    rtloc_prompt,
-    sgqa_prompt,
-)
 from schemas.records import ClipFrames, ClipPrompt
+from tasks import Target, get_task
 
 
 @dataclass(frozen=True)
@@ -31,48 +23,25 @@ class ClipTask:
 
 
 def expand_tasks(clip_frames: ClipFrames, tasks: tuple[str, ...], caption_max_new_tokens: int) -> Iterator[ClipTask]:
-    """One ClipTask per task asked for, and per question (fgqa, sgqa) or region (rcap, rtloc, rdcap).
+    """One ClipTask per task asked for, and per target the task finds in the clip (question or region).
 
-    Benchmark tasks generate with the benchmark's own token budget.
+    Which targets a task has, and its token budget, come from the task itself (``tasks/``).
     """
     clip = clip_frames.clip
-    for task in tasks:
-        if clip.tasks and task not in clip.tasks:
+    for name in tasks:
+        if clip.tasks and name not in clip.tasks:
             continue
-        if task == "caption":
-            yield ClipTask(clip_frames, task, caption_max_new_tokens)
-        elif task in ("fgqa", "sgqa"):
-            for index, question in enumerate(clip.questions):
-                if question.task == task:
-                    yield ClipTask(clip_frames, task, MAX_NEW_TOKENS[task], question_index=index)
-        else:
-            for region in clip.regions:
-                if region.tasks and task not in region.tasks:
-                    continue
-                if task == "rtloc" and not region.caption:
-                    continue  # RTLoc localises a described event: a region without a caption has none
-                yield ClipTask(clip_frames, task, MAX_NEW_TOKENS[task], region_id=region.region_id)
+        task = get_task(name)
+        budget = task.budget(caption_max_new_tokens)
+        for target in task.targets(clip):
+            yield ClipTask(clip_frames, name, budget, region_id=target.region_id,
+                           question_index=target.question_index)
 
 
 def task_prompt(item: ClipTask) -> str:
-    """The prompt text of a task, word for word as PLM-VideoBench asks it."""
-    clip = item.clip_frames.clip
-    num_frames = len(clip.sample_times)
-    if item.task == "caption":
-        return caption_prompt(num_frames)
-    if item.task in ("fgqa", "sgqa"):
-        question = clip.questions[item.question_index]
-        if item.task == "fgqa":
-            return fgqa_prompt(question.question, list(question.options))
-        return sgqa_prompt(question.question)
-    region = next(r for r in clip.regions if r.region_id == item.region_id)
-    if item.task == "rcap":
-        return rcap_prompt(region.start_frame, region.end_frame, num_frames)
-    if item.task == "rtloc":
-        return rtloc_prompt(region.caption or "", num_frames)
-    if item.task == "rdcap":
-        return rdcap_prompt(num_frames)
-    raise ValueError(f"unknown task {item.task!r}")
+    """The prompt text of a task, word for word as its task module builds it."""
+    target = Target(question_index=item.question_index, region_id=item.region_id)
+    return get_task(item.task).prompt(item.clip_frames.clip, target)
 
 
 def build_prompt(item: ClipTask) -> ClipPrompt:

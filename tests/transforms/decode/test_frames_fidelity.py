@@ -17,9 +17,10 @@ import pytest
 import torch
 from transformers import AutoProcessor, PerceptionLMVideoProcessor
 
-from model_runner.prompts import caption_prompt, video_conversation
+from model_runner.prompts import video_conversation
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.records import ClipPlan, VideoClips, VideoInput
+from tasks.caption import caption_prompt
 from transforms.decode.backends import decoder_for
 from transforms.decode.frames import resize_exact
 from transforms.plan.planning import plan_clips

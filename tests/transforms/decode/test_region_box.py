@@ -7,10 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.eval.job import draw_region, prepare_frame
-from transforms.decode.frames import BOX_WIDTH, draw_box, resize_exact
+from transforms.decode.frames import BOX_WIDTH, FrameImages, apply_rotation, draw_box, resize_exact
 
 SIZE = 448
+
+
+def prepare_frame(rgb: np.ndarray, rotation: int, box: tuple[float, float, float, float] | None,
+                  size: int) -> np.ndarray:
+    """A decoded frame as the decoder (build and eval alike) turns it into what PLM sees."""
+    images = FrameImages(lambda: apply_rotation(rgb, rotation), size)
+    return images.with_box(box) if box is not None else images.plain()
+
+
+draw_region = draw_box
 
 
 def _red_mask(rgb: np.ndarray, min_red: int = 128) -> np.ndarray:

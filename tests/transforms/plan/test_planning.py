@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.sampling import plm_frame_indices
 from schemas.config import ClipSpec
 from schemas.records import ClipPlan, VideoInfo, VideoInput
 from transforms.plan.planning import (
     fixed_windows,
     merge_short,
     plan_clips,
-    plm_frame_indices,
     split_long,
 )
 from transforms.plan.scenes import detect_scene_cuts

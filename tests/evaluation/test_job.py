@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 
 from core.media import make_video
-from model_runner import task_prompts
-from pipeline.eval import metrics
-from pipeline.eval.data import AnnotationError, load_annotations
-from pipeline.eval.job import EvalError, EvalSettings, fgqa_positions, run_eval, uniform_positions
-from pipeline.eval.judge import ExactMatchJudge, caption_scorer
+from core.sampling import uniform_or_all
+from evaluation.data import AnnotationError, load_annotations
+from evaluation.job import EvalError, EvalSettings, run_eval
+from evaluation.judge import ExactMatchJudge, caption_scorer
 from schemas.records import VideoInfo
+from tasks import scoring as metrics
+from tasks.fgqa import fgqa_positions, fgqa_prompt
+from tasks.rcap import rcap_prompt
+from tasks.rdcap import rdcap_prompt
+from tasks.rtloc import rtloc_prompt
+from tasks.sgqa import sgqa_prompt
 
 ROOT = Path(__file__).resolve().parents[3]
 TOTAL = 100  # 4 s at 25 fps
@@ -100,13 +105,12 @@ def _settings(eval_dir: Path, task: str, model: str, **extra: Any) -> EvalSettin
 
 
 def _recomputed(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The headline metrics, recomputed by pipeline.eval.metrics from the report's own rows."""
+    """The headline metrics, recomputed by evaluation.metrics from the report's own rows."""
     judge = ExactMatchJudge()
     if task == "fgqa":
         return {"mbacc": metrics.mbacc(rows)}
     if task == "rtloc":
-        preds = [tuple(r["pred_raw_range"]) if r["pred_raw_range"] else None for r in rows]
-        scores = metrics.rtloc_scores(preds, [tuple(r["gt_range"]) for r in rows])
+        scores = metrics.rtloc_scores([tuple(r["scored_range"]) for r in rows], [tuple(r["gt_range"]) for r in rows])
         return {"mean_recall": scores.mean_recall, "miou": scores.miou,
                 **{f"recall@{t}": v for t, v in scores.recall_at.items()}}
     if task == "rdcap":
@@ -123,15 +127,15 @@ def _recomputed(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
 def _expected_prompt(task: str, row: dict[str, Any]) -> str:
     if task == "fgqa":
         options = [row["options"][f"option_{i}"] for i in range(len(row["options"]))]
-        return task_prompts.fgqa_prompt(row["question"], options)
+        return fgqa_prompt(row["question"], options)
     if task == "sgqa":
-        return task_prompts.sgqa_prompt(row["question"])
+        return sgqa_prompt(row["question"])
     if task == "rcap":
-        return task_prompts.rcap_prompt(_bench_index(row["start_frame"]), _bench_index(row["end_frame"]),
+        return rcap_prompt(_bench_index(row["start_frame"]), _bench_index(row["end_frame"]),
                                         total_frames=row["total_frames"])
     if task == "rtloc":
-        return task_prompts.rtloc_prompt(row["caption"])
-    return task_prompts.rdcap_prompt()
+        return rtloc_prompt(row["caption"])
+    return rdcap_prompt()
 
 
 @pytest.mark.parametrize("task", sorted(METRIC_KEYS))
@@ -299,8 +303,8 @@ def test_fgqa_sampling_steps_at_one_fps_on_long_videos() -> None:
 
 
 def test_sgqa_sampling_keeps_every_frame_of_short_videos() -> None:
-    assert uniform_positions(0, 20) == list(range(20))
-    assert uniform_positions(5, 100) == [5 + round(i * 99 / 31) for i in range(32)]
+    assert uniform_or_all(0, 20, 32) == list(range(20))
+    assert uniform_or_all(5, 100, 32) == [5 + round(i * 99 / 31) for i in range(32)]
 
 
 def test_cli_eval(eval_dir: Path, tiny_model: str) -> None:
@@ -316,3 +320,99 @@ def test_cli_eval(eval_dir: Path, tiny_model: str) -> None:
     assert report["metrics"]["judge_score"] == pytest.approx(_recomputed("rcap", report["rows"])["judge_score"])
     assert "judge_score" in done.stdout and "headline" in done.stdout
     assert "eval rcap" in done.stderr  # the progress bar
+
+
+SCRIPTED = {
+    "fgqa": ["(A) the ball.", "The answer is (B)", "(A)(B)", "(A) right"],
+    "rtloc": ["[6, 19].", "[ 0, 3 ]"],
+    "rdcap": ["[0, 9]: the square slides left\n[12, 31]: [the square stops]", "[3.5, 25]: it waits"],
+    "rcap": ["the square slides to the left.", "something else"],
+    "sgqa": ["a red cup", "no idea"],
+}
+_PLACE_KEYS = {"timing", "sample_frame_indices", "sample_times", "video_frames", "uri", "boxed_frames",
+               "pred_seconds", "warning", "prediction_missing"}
+
+
+def _write_predictions(path: Path, task: str, answers: list[str], skip: int | None = None) -> str:
+    lines = [json.dumps({"uid": row["uid"], "output": answer})
+             for k, (row, answer) in enumerate(zip(_rows(task), answers, strict=True)) if k != skip]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("task", sorted(METRIC_KEYS))
+def test_predictions_are_scored_exactly_as_the_models_own_answers(eval_dir: Path, task: str) -> None:
+    answers = SCRIPTED[task]
+    ran = run_eval(_settings(eval_dir, task, "scripted", output=None), load=_no_model,
+                   generate=_scripted(list(answers), []))
+    predictions = _write_predictions(eval_dir / f"pred-{task}.jsonl", task, answers)
+
+    def no_model(*args: Any) -> Any:
+        raise AssertionError("no model may be loaded or run when scoring predictions")
+
+    scored = run_eval(_settings(eval_dir, task, None, output=None, predictions=predictions),
+                      load=no_model, generate=no_model)
+    assert scored["model"] is None and scored["predictions"] == predictions and scored["rows_failed"] == 0
+    assert scored["rows_without_prediction"] == 0 and scored["predictions_without_row"] == []
+    assert scored["metrics"] == ran["metrics"]
+    for mine, theirs in zip(scored["rows"], ran["rows"], strict=True):
+        assert "sample_frame_indices" not in mine  # no video was read
+        assert {k: v for k, v in mine.items() if k not in _PLACE_KEYS} == \
+            {k: v for k, v in theirs.items() if k not in _PLACE_KEYS}
+
+
+def test_predictions_benchmark_reading_per_row(eval_dir: Path) -> None:
+    predictions = _write_predictions(eval_dir / "pred-fgqa-read.jsonl", "fgqa", SCRIPTED["fgqa"])
+    report = run_eval(_settings(eval_dir, "fgqa", None, output=None, predictions=predictions))
+    rows = report["rows"]
+    assert [r["prediction"] for r in rows] == ["(A) the ball", "The answer is (B)", "(A)(B)", "(A) right"]
+    assert [r["credited_options"] for r in rows] == [["A"], [], ["A", "B"], ["A"]]
+    assert [r["correct"] for r in rows] == [True, False, True, True]  # answers: A, B, B, A
+    assert [r["index_reading_option"] for r in rows] == [0, 1, 0, 0]
+    assert report["metrics"]["mbacc"] == pytest.approx(0.5)  # q1 fails on "The answer is (B)"
+
+
+def test_missing_predictions_score_as_empty_answers_and_are_counted(eval_dir: Path) -> None:
+    path = eval_dir / "pred-rtloc-missing.jsonl"
+    _write_predictions(path, "rtloc", SCRIPTED["rtloc"], skip=1)
+    with path.open("a") as handle:
+        handle.write(json.dumps({"uid": "not-in-the-data", "output": "[1, 2]"}) + "\n")
+    report = run_eval(_settings(eval_dir, "rtloc", None, output=None, predictions=str(path)))
+    assert report["rows_without_prediction"] == 1 and report["predictions_without_row"] == ["not-in-the-data"]
+    missing = report["rows"][1]
+    assert missing["prediction_missing"] is True and missing["prediction"] == ""
+    # lmms-eval's parse-error stand-in [end_frame + 10, end_frame + 20] in source frames.
+    assert missing["parse_error"] and missing["scored_range"] == [109.0, 119.0] and missing["iou"] == 0.0
+    assert report["metrics"]["parse_errors"] == 1 and report["rows_failed"] == 0
+    fgqa = eval_dir / "pred-fgqa-missing.jsonl"
+    _write_predictions(fgqa, "fgqa", SCRIPTED["fgqa"], skip=0)
+    row = run_eval(_settings(eval_dir, "fgqa", None, output=None, predictions=str(fgqa)))["rows"][0]
+    assert row["prediction_missing"] and row["correct"] is False and row["credited_options"] == []
+
+
+def test_bad_predictions_files_are_refused_with_every_bad_line(eval_dir: Path) -> None:
+    path = eval_dir / "pred-bad.jsonl"
+    path.write_text('{"uid": 1, "output": "x"}\nnot json\n{"output": "x"}\n{"uid": 2, "output": 3}\n'
+                    '{"uid": 1, "output": "y"}\n')
+    with pytest.raises(EvalError) as caught:
+        run_eval(_settings(eval_dir, "rcap", None, output=None, predictions=str(path)))
+    message = str(caught.value)
+    for line in (2, 3, 4, 5):
+        assert f"line {line}:" in message
+    assert "line 1:" not in message and "already given" in message
+    with pytest.raises(FileNotFoundError):
+        run_eval(_settings(eval_dir, "rcap", None, output=None, predictions=str(eval_dir / "absent.jsonl")))
+
+
+def test_cli_eval_predictions_loads_no_model(eval_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    predictions = _write_predictions(eval_dir / "pred-cli.jsonl", "sgqa", SCRIPTED["sgqa"], skip=1)
+    output = eval_dir / "cli-pred.json"
+    status = main(["eval", "--task", "sgqa", "--data", str(eval_dir / "sgqa.jsonl"), "--predictions", predictions,
+                   "--judge", "exact", "--no-progress", "--output", str(output)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "tiny random-weight" not in captured.err and "missing   1 row(s)" in captured.out
+    report = json.loads(output.read_text())
+    assert report["model"] is None and report["metrics"]["accuracy"] == pytest.approx(0.5)

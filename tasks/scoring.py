@@ -1,4 +1,4 @@
-"""PLM-VideoBench metrics, written to score the way lmms-eval does.
+"""PLM-VideoBench metric arithmetic shared by the tasks, written to score the way lmms-eval does.
 
 Reference: EvolvingLMMs-Lab/lmms-eval, ``lmms_eval/tasks/plm_videobench/``: ``fgqa/fgqa_utils.py``
 (MBAcc), ``rtloc/rtloc_utils.py`` with ``eval_utils.evaluate_detections``/``calculate_iou``
@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_runner.parsers import FrameEvent, FrameRange, parse_option_letter
-from pipeline.eval.judge import SgqaJudgement
+from tasks.reading import FrameEvent, FrameRange
 
 RTLOC_IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
 
@@ -23,24 +22,21 @@ CaptionedSegment = tuple[float, float, str]
 
 
 def temporal_iou(a: Segment, b: Segment) -> float:
-    """IoU of two frame ranges, treated as continuous intervals ``[start, end]`` (no +1).
+    """IoU of two frame ranges exactly as lmms-eval's ``calculate_iou`` computes it.
 
-    As in lmms-eval's ``calculate_iou``: each range is ordered first, and a zero-length range
-    has IoU 0 with everything (lmms-eval adds 1e-8 to the union; here union 0 gives 0).
+    Each range is ordered first and treated as a continuous interval ``[start, end]`` (no +1);
+    the union is ``min(span of both, sum of lengths)`` and 1e-8 is added to it, so identical
+    ranges score just under 1, a zero-length range scores 0, and an IoU that is exactly a
+    threshold on paper lands just below it (recall's ``>`` is then strict in both senses).
     """
-    s1, e1 = sorted((float(a[0]), float(a[1])))
-    s2, e2 = sorted((float(b[0]), float(b[1])))
+    s1, e1 = min(float(a[0]), float(a[1])), max(float(a[0]), float(a[1]))
+    s2, e2 = min(float(b[0]), float(b[1])), max(float(b[0]), float(b[1]))
     inter = max(0.0, min(e1, e2) - max(s1, s2))
-    union = (e1 - s1) + (e2 - s2) - inter
-    return inter / union if union > 0 else 0.0
+    union = min(max(e1, e2) - min(s1, s2), e1 - s1 + e2 - s2)
+    return inter / (union + 1e-8)
 
 
 # ---------------------------------------------------------------------------------------- FGQA
-
-
-def fgqa_correct(prediction: str, answer_index: int, num_options: int) -> bool:
-    """Whether an FGQA answer picks the right option (its first word, as the benchmark reads it)."""
-    return parse_option_letter(prediction, num_options) == answer_index
 
 
 def mbacc(rows: Iterable[Mapping[str, Any]], *, correct_key: str = "correct") -> float:
@@ -198,9 +194,12 @@ def rcap_score(judge_scores: Sequence[float]) -> float:
     return sum(float(s) for s in judge_scores) / len(judge_scores) / 10
 
 
-def sgqa_accuracy(judgements: Sequence[SgqaJudgement | bool]) -> float:
-    """Share of SGQA answers the judge called correct ("yes"); its 0-5 score is not used."""
+def sgqa_accuracy(judgements: Sequence[Any]) -> float:
+    """Share of SGQA answers the judge called correct ("yes"); its 0-5 score is not used.
+
+    Each item is a judgement with a ``correct`` attribute or a plain bool.
+    """
     if not judgements:
         raise ValueError("sgqa_accuracy needs at least one judgement")
-    correct = sum(1 for j in judgements if (j.correct if isinstance(j, SgqaJudgement) else bool(j)))
+    correct = sum(1 for j in judgements if bool(getattr(j, "correct", j)))
     return correct / len(judgements)

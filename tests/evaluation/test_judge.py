@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.eval.judge import (
+from evaluation.judge import (
     ExactMatchJudge,
     JudgeError,
     OpenAICompatibleJudge,

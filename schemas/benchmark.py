@@ -1,4 +1,4 @@
-"""PLM-VideoBench annotation rows, validated up front.
+"""PLM-VideoBench annotation rows as pydantic models: the published fields, validated up front.
 
 The fields are the published ones (Hugging Face ``facebook/PLM-VideoBench``, read by lmms-eval's
 ``lmms_eval/tasks/plm_videobench/*/*_utils.py``); any other field is kept:
@@ -22,16 +22,9 @@ FGQA/SGQA rows whose ``video`` is the untrimmed source (the published rows point
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-TASKS = ("fgqa", "sgqa", "rcap", "rtloc", "rdcap")
-Task = Literal["fgqa", "sgqa", "rcap", "rtloc", "rdcap"]
-REGION_TASKS = frozenset({"rcap", "rtloc", "rdcap"})
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Box = tuple[float, float, float, float]
 
@@ -58,7 +51,7 @@ def _check_box(box: Any) -> Box | None:
     return x1, y1, x2, y2
 
 
-def _check_bbox_map(value: Any) -> dict[int, Box] | None:
+def check_bbox_map(value: Any) -> dict[int, Box] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -77,7 +70,9 @@ def _check_bbox_map(value: Any) -> dict[int, Box] | None:
     return boxes
 
 
-class _Row(BaseModel):
+class AnnotationBase(BaseModel):
+    """A row of any task: the video it is about and its uid; unknown fields are kept."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
     video: str
@@ -91,7 +86,9 @@ class _Row(BaseModel):
         return video.strip()
 
 
-class _SegmentRow(_Row):
+class SegmentAnnotation(AnnotationBase):
+    """A question row, optionally about a part of its video."""
+
     segment: tuple[float, float] | None = None
     """Optional extension: the part of ``video`` (seconds) the question is about."""
 
@@ -103,7 +100,7 @@ class _SegmentRow(_Row):
         return segment
 
 
-class FgqaRow(_SegmentRow):
+class FgqaRow(SegmentAnnotation):
     """One binary FGQA question; rows sharing a ``qa_uid`` form one multiple-choice question."""
 
     qa_uid: str | int
@@ -153,14 +150,16 @@ class FgqaRow(_SegmentRow):
         return self
 
 
-class SgqaRow(_SegmentRow):
+class SgqaRow(SegmentAnnotation):
     """One open question about an egocentric video."""
 
     question: str
     answer: str
 
 
-class _RegionRow(_Row):
+class RegionAnnotation(AnnotationBase):
+    """A region row: a masklet of a video with ``total_frames`` frames and its boxes."""
+
     masklet_id: int | str | None = None
     total_frames: int = Field(gt=0)
     bbox: dict[int, Box] | None = None
@@ -168,10 +167,10 @@ class _RegionRow(_Row):
     @field_validator("bbox", mode="before")
     @classmethod
     def _bbox(cls, value: Any) -> dict[int, Box] | None:
-        return _check_bbox_map(value)
+        return check_bbox_map(value)
 
 
-class RcapRow(_RegionRow):
+class RcapRow(RegionAnnotation):
     """Caption the region's events within ``[start_frame, end_frame]`` (source-video frames)."""
 
     caption: str
@@ -205,7 +204,7 @@ class DenseCaption(BaseModel):
         return self
 
 
-class RdcapRow(_RegionRow):
+class RdcapRow(RegionAnnotation):
     """Dense captions of the region's events."""
 
     dense_captions: list[DenseCaption] = Field(min_length=1)
@@ -223,102 +222,7 @@ class RegionMetadata(BaseModel):
     @field_validator("bbox", mode="before")
     @classmethod
     def _bbox(cls, value: Any) -> dict[int, Box] | None:
-        return _check_bbox_map(value)
+        return check_bbox_map(value)
 
-
-ROW_MODELS: dict[str, type[_Row]] = {
-    "fgqa": FgqaRow, "sgqa": SgqaRow, "rcap": RcapRow, "rtloc": RtlocRow, "rdcap": RdcapRow,
-}
 
 AnnotationRow = FgqaRow | SgqaRow | RcapRow | RtlocRow | RdcapRow
-
-
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "row"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def _json_lines(path: str) -> Iterable[tuple[int, str]]:
-    from core import storage
-
-    if storage.is_remote(path):
-        with storage.open_read(path) as handle:
-            text = handle.read().decode("utf-8")
-    else:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # a JSON array of rows; report positions as 1-based row numbers
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AnnotationError(path, [(exc.lineno, f"not valid JSON: {exc.msg}")]) from None
-        for number, row in enumerate(rows, start=1):
-            yield number, json.dumps(row)
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, line
-
-
-def _parse_rows(path: str, model: type[BaseModel]) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
-    rows: list[tuple[int, Any]] = []
-    errors: list[tuple[int, str]] = []
-    for number, line in _json_lines(path):
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append((number, f"not valid JSON: {exc.msg}"))
-            continue
-        if not isinstance(data, dict):
-            errors.append((number, "a row must be a JSON object"))
-            continue
-        try:
-            rows.append((number, model.model_validate(data)))
-        except ValidationError as exc:
-            errors.append((number, _format_validation(exc)))
-    return rows, errors
-
-
-def load_region_metadata(path: str) -> dict[tuple[str, str], dict[int, Box]]:
-    """Boxes by ``(video, str(masklet_id))`` from a published-style metadata file."""
-    rows, errors = _parse_rows(path, RegionMetadata)
-    if errors:
-        raise AnnotationError(path, errors)
-    return {(row.video, str(row.masklet_id)): row.bbox for _, row in rows}
-
-
-def load_annotations(path: str, task: str, *, metadata: str | None = None) -> list[tuple[int, AnnotationRow]]:
-    """Every row of ``path`` as ``(line number, row)``, or ``AnnotationError`` naming every bad line.
-
-    The whole file is read and checked before any work starts. Region rows take their boxes from
-    ``bbox`` in the row or, failing that, from ``metadata`` (matched on ``video`` and
-    ``masklet_id``); a region row with neither is a bad row.
-    """
-    if task not in ROW_MODELS:
-        raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    if not path.startswith("gs://") and not os.path.exists(path):
-        raise FileNotFoundError(f"annotation file {path} does not exist")
-    rows, errors = _parse_rows(path, ROW_MODELS[task])
-    if task in REGION_TASKS:
-        boxes = load_region_metadata(metadata) if metadata else {}
-        resolved = []
-        for number, row in rows:
-            if row.bbox is None:
-                found = boxes.get((row.video, str(row.masklet_id)))
-                if found is None:
-                    where = f"in {metadata} " if metadata else ""
-                    errors.append((number, f"no region boxes: give bbox in the row or a --metadata file "
-                                           f"{where}with video {row.video!r} and masklet_id {row.masklet_id!r}"))
-                    continue
-                row = row.model_copy(update={"bbox": found})
-            resolved.append((number, row))
-        rows = resolved
-    if errors:
-        raise AnnotationError(path, sorted(errors))
-    if not rows:
-        raise AnnotationError(path, [(0, "the file holds no rows")])
-    return rows

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_runner.parsers import FrameRange, parse_dense_captions, parse_frame_range
-from pipeline.eval.judge import ExactMatchJudge, SgqaJudgement, caption_scorer
-from pipeline.eval.metrics import (
-    fgqa_correct,
+from evaluation.judge import ExactMatchJudge, SgqaJudgement, caption_scorer
+from tasks.reading import FrameRange, parse_dense_captions, parse_frame_range
+from tasks.scoring import (
     mbacc,
     rcap_score,
     rtloc_scores,
@@ -36,12 +35,6 @@ def test_mbacc_accepts_lmms_eval_accuracy_key_and_rejects_empty() -> None:
                  correct_key="accuracy") == pytest.approx(0.5)
     with pytest.raises(ValueError):
         mbacc([])
-
-
-def test_fgqa_correct_reads_the_option_letter() -> None:
-    assert fgqa_correct("(B) with both hands", 1, 3)
-    assert not fgqa_correct("(A)", 1, 3)
-    assert not fgqa_correct("", 1, 3)
 
 
 # ---------------------------------------------------------------------------------------- RTLoc

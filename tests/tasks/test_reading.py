@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from model_runner.parsers import (
+from tasks.fgqa import index_reading as parse_option_letter
+from tasks.reading import (
     FrameEvent,
     FrameRange,
     frames_to_seconds,
     parse_dense_captions,
     parse_frame_range,
-    parse_option_letter,
 )
 
 # ------------------------------------------------------------------------------------------ FGQA

@@ -1,14 +1,14 @@
-"""Parsers for PLM's task answers: FGQA option letters, RTLoc ranges and RDCap dense captions.
+"""The index reading of frame-indexed answers (RTLoc ranges, RDCap and caption events), shared by tasks.
 
-The parsers never raise and never drop text: an answer that cannot be read comes back as a result
+This is the forgiving reading ``build`` uses; each task module holds its benchmark reading
+(lmms-eval's rules) next to it. The parsers never raise and never drop text: an answer that cannot be read comes back as a result
 carrying ``error`` and the raw text. Frame indices are in the space of the sampled frames (0..31
 for PLM-VideoBench); ``frames_to_seconds`` maps them to time through the frames actually sampled.
 
-They are more lenient than lmms-eval's (``lmms_eval/tasks/plm_videobench``), which reads only the
-first word for FGQA (``fgqa_utils.check_ans``), only the first ``[int-or-decimal, ...]`` pair for
-RTLoc and only ``[int, int]`` pairs for RDCap (``eval_utils.extract_delta_segments``). Every answer
-those accept parses here to the same values; ``raw_start``/``raw_end`` keep the numbers as written
-so that metrics can score exactly what lmms-eval would.
+They are more lenient than lmms-eval's (``lmms_eval/tasks/plm_videobench``): spaces inside the
+brackets, round brackets, negative and decimal indices. ``raw_start``/``raw_end`` keep the
+numbers as written and ``offset`` where the item starts in the answer, so a task can compare
+this reading with the benchmark's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 # RTLoc: the first "[a, b]" (or "(a, b)") anywhere in the answer.
@@ -25,16 +25,6 @@ _RANGE = re.compile(rf"[\[(]\s*({_NUMBER})\s*,\s*({_NUMBER})\s*[\])]")
 _SEGMENT = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
 # A "Frame"/"Frames" word left dangling right before the next segment ("...\nFrames [4, 9]: ...").
 _DANGLING_FRAME_WORD = re.compile(r"\bframes?\s*$", re.IGNORECASE)
-
-# FGQA: leading phrases such as "Answer:", "The answer is", "Best option:" before the letter.
-_ANSWER_PREFIX = re.compile(
-    r"^\s*(?:the\s+)?(?:correct\s+|best\s+|final\s+)?(?:answer|option|choice)\s*(?:is\s*)?[:\-]?\s*",
-    re.IGNORECASE,
-)
-# A letter as the first word: "A", "(A)", "A.", "A)", "[A]", "**A**", "a:".
-_FIRST_LETTER = re.compile(r"^[\s(\[*`'\"]*([A-Za-z])(?=[)\].:,;*`'\"]|\s|$)")
-_PAREN_LETTER = re.compile(r"\(([A-Z])\)")
-
 
 @dataclass(frozen=True)
 class FrameRange:
@@ -52,6 +42,8 @@ class FrameRange:
     swapped: bool = False
     clamped: bool = False
     error: str | None = None
+    offset: int | None = field(default=None, compare=False)
+    """Where the range starts in the answer (its opening bracket)."""
 
     @property
     def ok(self) -> bool:
@@ -76,6 +68,8 @@ class FrameEvent:
     swapped: bool = False
     clamped: bool = False
     error: str | None = None
+    offset: int | None = field(default=None, compare=False)
+    """Where the segment starts in the answer (its opening bracket)."""
 
     @property
     def ok(self) -> bool:
@@ -109,31 +103,6 @@ def _normalise(first: str, second: str, num_frames: int) -> _Normalised:
     return _Normalised(clamped_start, clamped_end, a, b, swapped, clamped)
 
 
-def parse_option_letter(text: str, num_options: int) -> int | None:
-    """The option index an FGQA answer picks (0 for "A"), or None if it names no valid option.
-
-    The benchmark reads the first word, so "(B)", "B", "b.", "Answer: (B)", "**B**" and
-    "B) because ..." all give 1. A first word that is not an option letter falls back to a
-    single distinct parenthesised capital "(B)" elsewhere in the text. Note that, as in the
-    benchmark, an answer starting with the article "A" reads as option A.
-    """
-    if num_options < 1:
-        return None
-    rest = text
-    for _ in range(2):  # "Answer: The answer is (B)"
-        rest = _ANSWER_PREFIX.sub("", rest, count=1)
-    match = _FIRST_LETTER.match(rest)
-    if match:
-        index = ord(match.group(1).upper()) - ord("A")
-        if index < num_options:
-            return index
-    found = {ord(letter) - ord("A") for letter in _PAREN_LETTER.findall(text)}
-    found = {index for index in found if index < num_options}
-    if len(found) == 1:
-        return found.pop()
-    return None
-
-
 def parse_frame_range(text: str, num_frames: int = 32) -> FrameRange:
     """Read an RTLoc answer ``[start, end]`` (frame indices in 0..num_frames-1).
 
@@ -148,7 +117,7 @@ def parse_frame_range(text: str, num_frames: int = 32) -> FrameRange:
         return FrameRange(raw_text=text, error="no [start, end] frame range found")
     n = _normalise(match.group(1), match.group(2), num_frames)
     return FrameRange(raw_text=text, start=n.start, end=n.end, raw_start=n.raw_start, raw_end=n.raw_end,
-                      swapped=n.swapped, clamped=n.clamped)
+                      swapped=n.swapped, clamped=n.clamped, offset=match.start())
 
 
 def _clean_caption(piece: str) -> str:
@@ -184,7 +153,7 @@ def parse_dense_captions(text: str, num_frames: int = 32) -> list[FrameEvent]:
         n = _normalise(match.group(1), match.group(2), num_frames)
         events.append(FrameEvent(raw_text=text[match.start():stop].strip(), text=_clean_caption(piece),
                                  start=n.start, end=n.end, raw_start=n.raw_start, raw_end=n.raw_end,
-                                 swapped=n.swapped, clamped=n.clamped))
+                                 swapped=n.swapped, clamped=n.clamped, offset=match.start()))
     return events
 
 
@@ -203,3 +172,8 @@ def frames_to_seconds(start_frame: int, end_frame: int, sample_times: Sequence[f
     if not 0 <= start_frame <= end_frame < count:
         raise ValueError(f"frame range [{start_frame}, {end_frame}] is not ordered within 0..{count - 1}")
     return float(sample_times[start_frame]), float(sample_end_times[end_frame])
+
+
+def strip_final_period(text: str) -> str:
+    """Drop one trailing ".", as lmms-eval's PLM wrapper does to every answer before scoring."""
+    return text[:-1] if text.endswith(".") else text

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from model_runner.task_prompts import (
-    MAX_NEW_TOKENS,
-    benchmark_frame_index,
-    fgqa_prompt,
-    rcap_prompt,
-    rdcap_prompt,
-    rtloc_prompt,
-    sgqa_prompt,
-)
+from tasks import get_task
+from tasks.fgqa import fgqa_prompt
+from tasks.prompts import benchmark_frame_index
+from tasks.rcap import rcap_prompt
+from tasks.rdcap import rdcap_prompt
+from tasks.rtloc import rtloc_prompt
+from tasks.sgqa import sgqa_prompt
 
 
 def test_fgqa_prompt_is_the_benchmark_string_with_the_answer_slip() -> None:
@@ -76,7 +74,8 @@ def test_rdcap_prompt() -> None:
 
 
 def test_max_new_tokens_follow_the_yamls() -> None:
-    assert MAX_NEW_TOKENS == {"fgqa": 16, "sgqa": 16, "rcap": 512, "rtloc": 16, "rdcap": 512}
+    budgets = {name: get_task(name).max_new_tokens for name in ("fgqa", "sgqa", "rcap", "rtloc", "rdcap")}
+    assert budgets == {"fgqa": 16, "sgqa": 16, "rcap": 512, "rtloc": 16, "rdcap": 512}
 
 
 def test_benchmark_frame_index_truncates() -> None:
