@@ -120,6 +120,22 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
         tokens = generate_shared_tokens(items, model, max_new_tokens)
         return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
 
+    def get_num_bytes(self, batch: Sequence[ClipPrompt]) -> int:
+        """The batch's size for Beam's byte metrics, counted without pickling it.
+
+        Beam's default pickles the whole batch (tens of MB of frames) only to take its length.
+        Like Beam's own PyTorch and Hugging Face handlers, count the array bytes instead: each
+        distinct frames array once (a clip's prompts share one), plus the prompt text.
+        """
+        seen: set[int] = set()
+        total = 0
+        for item in batch:
+            if id(item.frames) not in seen:
+                seen.add(id(item.frames))
+                total += int(item.frames.nbytes)
+            total += len(item.prompt.encode("utf-8"))
+        return total
+
     def batch_elements_kwargs(self) -> dict[str, int]:
         return dict(self._batch)
 
