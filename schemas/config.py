@@ -56,6 +56,9 @@ class DecodeConfig(BaseModel):
     # "process": decode in a child process killed at the time limit (a hard limit even for a
     # hang in native code); "none": in the worker, with the limit checked between frames.
     isolation: Literal["process", "none"] = "process"
+    # Decode only what the sampled frames need: skip non-reference frames that are not sampled and
+    # seek across whole GOPs between samples. The sampled frames' pixels are the same either way.
+    sparse: bool = True
 
 
 class ModelConfig(BaseModel):
@@ -103,7 +106,7 @@ class BuildConfig(BaseModel):
         """A short hash of every setting that changes what lands in the index."""
         relevant = {
             "clips": self.clips.model_dump(),
-            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation"}),
+            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation", "sparse"}),
             "model": self.model.model_dump(include={"model", "max_new_tokens", "runaway_guard"}),
             "embedding_model": self.embedding_model,
             "tasks": list(self.tasks),
