@@ -234,9 +234,13 @@ def save_checkpoint(name: str, folder: str, device: str, ctx: Context, smoke: bo
     """
     from transformers import AutoProcessor, GenerationConfig
 
-    from bench.prefix_sharing import tiny_model
+    from model_runner.tiny import build_tiny_plm
 
-    processor = AutoProcessor.from_pretrained(tiny_model(ctx))
+    # The tiny model straight from model_runner (no Beam import: the device machine has no Beam).
+    tiny = os.path.join(ctx.cache_dir, "tiny-plm")
+    if not os.path.exists(os.path.join(tiny, "config.json")):
+        build_tiny_plm(tiny)
+    processor = AutoProcessor.from_pretrained(tiny)
     tokenizer = processor.tokenizer
     config = plm_config(name, tokenizer.image_token_id, tokenizer.video_token_id, smoke=smoke)
     model = build_model(config, device)
@@ -252,6 +256,12 @@ def save_checkpoint(name: str, folder: str, device: str, ctx: Context, smoke: bo
 
 def pipeline_figures(ctx: Context, checkpoint: str, device: str, cpu_only_smoke: bool = False) -> list[Figure]:
     """The full build over 1080p h264: GPU busy fraction and video-hours per GPU-hour."""
+    import importlib.util
+
+    missing = [m for m in ("apache_beam", "av", "pydantic", "tenacity") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [skipped(NAME, "full pipeline over 1080p h264", f"not run: {', '.join(missing)} not installed here "
+                        "(the build needs them; carry their wheels, see README 'GPU run')")]
     from pipeline.build import run_build
     from pipeline.options import beam_options
     from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
