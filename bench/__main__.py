@@ -19,7 +19,8 @@ import traceback
 
 from bench.common import HEADER, Context, Figure, machine, skipped
 
-BENCHMARKS = ("decode", "beam_overhead", "prefix_sharing", "gpu", "memory", "resume", "scale", "compaction")
+BENCHMARKS = ("decode", "beam_overhead", "prefix_sharing", "gpu", "realsize", "memory", "resume", "scale",
+              "compaction")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="bench-out/", help="report folder (default bench-out/)")
     parser.add_argument("--quick", action="store_true",
                         help="shorter inputs: 10 s decode clips, a 10 min memory video, fewer videos")
+    parser.add_argument("--dry", action="store_true",
+                        help="GPU bench without a GPU: shrunk models on CPU, every step of the script run once")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -54,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("apache_beam", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.makedirs(args.out, exist_ok=True)
-    ctx = Context(repeats=args.repeats, quick=args.quick, out_dir=args.out, cache_dir=os.path.join(args.out, "cache"))
+    ctx = Context(repeats=args.repeats, quick=args.quick, out_dir=args.out, cache_dir=os.path.join(args.out, "cache"),
+                  dry=args.dry)
     os.makedirs(ctx.cache_dir, exist_ok=True)
     meta = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "repeats": args.repeats, "quick": args.quick, "durations_s": {}}
+            "repeats": args.repeats, "quick": args.quick, "dry": args.dry, "durations_s": {}}
     figures: list[Figure] = []
     for name in args.only or BENCHMARKS:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

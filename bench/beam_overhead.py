@@ -4,7 +4,7 @@ Both index the same generated videos with the tiny random PLM and a small ``max_
 The loop calls the same code in one process: probe, plan, decode (the PyAV decoder), the prompt
 builder, ``PlmModelHandler.run_inference`` in batches of the same size and the search embedding
 of the answers (the build embeds its segment rows), including both model loads; the build adds Beam itself (pipeline construction, FnApiRunner, bundling, RunInference's
-batching) and writing the Parquet index. Target: the build runs at >= 0.9x the loop's clips/s.
+batching) and writing the Parquet index. Target: the build runs at >= 0.95x the loop's clips/s.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from bench.common import Context, Figure, Stat, ffmpeg_encode, paired
 
 NAME = "beam_overhead"
-TARGET = 0.9
+TARGET = 0.95  # issue 11: the build within 5 % of the bare loop
 NUM_FRAMES = 32  # PLM's own frame count, so per-clip work is realistic for the tiny model
 MAX_NEW_TOKENS = 8
 BATCH = 4

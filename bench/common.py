@@ -19,6 +19,9 @@ class Context:
     quick: bool
     out_dir: str
     cache_dir: str
+    # --dry: run benchmarks made for hardware this machine lacks (the GPU bench) with shrunk
+    # models on CPU, to check the script end to end before spending device time on it.
+    dry: bool = False
 
 
 @dataclass(frozen=True)

@@ -80,5 +80,45 @@ def run(ctx: Context) -> list[Figure]:
         benchmark=NAME, name="8 questions, each alone (reference: no sharing)", unit="s", value=Stat.of(naive),
         baseline_name="1 question alone, s", baseline=Stat.of(alone2), ratio=Stat.of(naive_ratios),
         note=f"{naive_reps} repetitions"))
+    figures.append(caption_and_questions_figure(loaded, frames, clip, ctx))
     loaded.model.generation_config.min_new_tokens = None
     return figures
+
+
+CAPTION_TOKENS = 64
+QUESTION_TOKENS = 16
+
+
+def caption_and_questions_figure(loaded: object, frames: np.ndarray, clip: object, ctx: Context) -> Figure:
+    """1 caption and 4 questions about one clip (different token budgets, one shared prefix) against 1 caption.
+
+    Every row runs to its own budget (``min_new_tokens`` is the caption's, each row stops at its
+    ``max_new_tokens``), so the work is fixed.
+    """
+    from model_runner.handler import PlmModelHandler
+    from model_runner.prompts import caption_prompt
+    from schemas.records import ClipPrompt
+
+    loaded.model.generation_config.min_new_tokens = CAPTION_TOKENS
+    caption = ClipPrompt(clip=clip, frames=frames, task="caption", prompt=caption_prompt(32),
+                         max_new_tokens=CAPTION_TOKENS)
+    questions = [ClipPrompt(clip=clip, frames=frames, task="sgqa", prompt=q, max_new_tokens=QUESTION_TOKENS)
+                 for q in QUESTIONS[1:5]]
+    handler = PlmModelHandler("unused", device="cpu", max_batch_size=8)
+
+    def caption_alone() -> float:
+        start = time.perf_counter()
+        handler.run_inference([caption], loaded)
+        return time.perf_counter() - start
+
+    def caption_and_questions() -> float:
+        start = time.perf_counter()
+        handler.run_inference([caption, *questions], loaded)
+        return time.perf_counter() - start
+
+    cand, base, ratios = paired(caption_and_questions, caption_alone, ctx.repeats)
+    return Figure(
+        benchmark=NAME, name=f"1 caption ({CAPTION_TOKENS} tokens) + 4 questions ({QUESTION_TOKENS} tokens), "
+                             "one shared prefix", unit="s", value=Stat.of(cand),
+        baseline_name="1 caption alone, s", baseline=Stat.of(base), ratio=Stat.of(ratios),
+        note="CPU, tiny PLM, 32x448 px; the handler's run_inference, budgets differ row to row")

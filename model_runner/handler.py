@@ -8,14 +8,27 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model_runner.loading import LoadedPlm, load_plm
-from model_runner.prefix import PrefixMismatch, generate_shared_tokens, group_by_clip
+from model_runner.prefix import PrefixMismatch, eos_ids_of, generate_shared_rows, group_by_clip
 from model_runner.prompts import video_conversation
+from model_runner.stopping import RunawaySettings, StoppingCriteriaList, criteria_for, cut_rows
 from schemas.records import ClipPrompt, InferenceFailure
 
 log = logging.getLogger(__name__)
+
+_RUNAWAY_ROWS = Metrics.counter("PlmModelHandler", "runaway_rows")
+
+
+def note_runaway(items: Sequence[ClipPrompt], rows: Sequence[int]) -> None:
+    """Log and count the rows the runaway guard ended (their text is kept up to the loop)."""
+    for row in rows:
+        item = items[row]
+        log.warning("runaway guard: the %s answer for %s clip %d repeated a loop and was stopped early",
+                    item.task, item.clip.uri, item.clip.clip_index)
+        _RUNAWAY_ROWS.inc()
 
 
 class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
@@ -29,14 +42,18 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
 
     Several prompts in a batch about the same clip (the same frames, e.g. a caption and
     questions) share the clip's vision encoding and prefix prefill (``model_runner.prefix``)
-    when ``share_prefix`` is on; their answers are the same as when each runs alone.
+    when ``share_prefix`` is on, whatever their ``max_new_tokens``; their answers are the same
+    as when each runs alone. ``runaway_guard`` (on in ``build``, never in ``eval``) ends a row
+    whose output loops (``model_runner.stopping.RunawayGuard``); it changes no output that does not.
     """
 
     def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0,
-                 max_batch_size: int = 4, min_batch_size: int = 1, share_prefix: bool = True) -> None:
+                 max_batch_size: int = 4, min_batch_size: int = 1, share_prefix: bool = True,
+                 runaway_guard: RunawaySettings | None = None) -> None:
         super().__init__()
         self._model = model
         self._share_prefix = share_prefix
+        self._runaway = runaway_guard
         self._device = device
         self._torch_threads = torch_threads
         self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
@@ -48,15 +65,16 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
 
     def run_inference(self, batch: Sequence[ClipPrompt], model: LoadedPlm,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+        # Prompts batch by frame shape only: rows with different token budgets share a batch (and
+        # a clip's prefix), each ending at its own budget (model_runner.stopping.RowBudgets).
         groups: dict[tuple, list[int]] = defaultdict(list)
         for position, item in enumerate(batch):
-            groups[(item.frames.shape, item.max_new_tokens)].append(position)
+            groups[item.frames.shape].append(position)
         texts: dict[int, str | InferenceFailure] = {}
-        for (_, max_new_tokens), positions in groups.items():
+        for positions in groups.values():
             for chosen, shared in self._split_shared(batch, positions):
                 items = [batch[p] for p in chosen]
-                for p, text in zip(chosen, self._generate_split(items, model, max_new_tokens, 1, shared),
-                                   strict=True):
+                for p, text in zip(chosen, self._generate_split(items, model, 1, shared), strict=True):
                     texts[p] = text
         return [PredictionResult(example=item, inference=texts[p], model_id=model.model_id)
                 for p, item in enumerate(batch)]
@@ -71,15 +89,21 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
         alone = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] == 1]
         return [(chosen, flag) for chosen, flag in ((shared, True), (alone, False)) if chosen]
 
-    def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                        attempt: int, shared: bool = False) -> list[str | InferenceFailure]:
+    def _generate(self, items: list[ClipPrompt], model: LoadedPlm, shared: bool) -> list[str]:
+        max_new_tokens = max(item.max_new_tokens for item in items)
+        # The guard travels as a keyword only when on, so subclasses overriding generate keep working.
+        guard = {"runaway": self._runaway} if self._runaway is not None else {}
+        if shared:
+            return self.generate_shared(items, model, max_new_tokens, **guard)
+        return self.generate(items, model, max_new_tokens, **guard)
+
+    def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, attempt: int,
+                        shared: bool = False) -> list[str | InferenceFailure]:
         try:
-            if shared:
-                return self.generate_shared(items, model, max_new_tokens)
-            return self.generate(items, model, max_new_tokens)
+            return self._generate(items, model, shared)
         except PrefixMismatch as exc:
             log.warning("prefix sharing is not possible here (%s); generating without it", exc)
-            return self._generate_split(items, model, max_new_tokens, attempt, False)
+            return self._generate_split(items, model, attempt, False)
         except Exception as exc:  # noqa: BLE001 - split and retry, then report per clip
             if model.device == "cuda":
                 torch.cuda.empty_cache()
@@ -88,8 +112,8 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
                 return [InferenceFailure(type(exc).__name__, str(exc), attempt)]
             half = len(items) // 2
             log.warning("a batch of %d failed (%s); retrying in halves", len(items), type(exc).__name__)
-            return (self._generate_split(items[:half], model, max_new_tokens, attempt + 1, shared)
-                    + self._generate_split(items[half:], model, max_new_tokens, attempt + 1, shared))
+            return (self._generate_split(items[:half], model, attempt + 1, shared)
+                    + self._generate_split(items[half:], model, attempt + 1, shared))
 
     @staticmethod
     def model_inputs(items: list[ClipPrompt], model: LoadedPlm) -> Any:
@@ -106,19 +130,52 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
         return inputs
 
     @staticmethod
-    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
-        """Generate one answer per clip prompt, greedily, in one batch."""
+    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                 runaway: RunawaySettings | None = None) -> list[str]:
+        """Generate one answer per clip prompt, greedily, in one batch.
+
+        Each row stops at its own ``max_new_tokens`` (capped by ``max_new_tokens``) and, with
+        ``runaway`` set, when its output loops. With equal budgets and no guard this is the
+        plain ``generate`` call (what ``eval`` runs, benchmark-exact).
+        """
         inputs = PlmModelHandler.model_inputs(items, model)
+        width = inputs["input_ids"].shape[1]
+        budgets = [min(item.max_new_tokens, max_new_tokens) for item in items]
+        longest = max(budgets)
+        criteria = criteria_for(width, budgets, longest, runaway)
+        extra = {"stopping_criteria": StoppingCriteriaList(criteria)} if criteria else {}
         with torch.inference_mode():
-            output = model.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in model.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+            output = model.model.generate(**inputs, max_new_tokens=longest, do_sample=False, **extra)
+        new_tokens = output[:, width:]
+        if not criteria:
+            return [text.strip() for text in model.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        tokens, runaway_rows = cut_rows(new_tokens.tolist(), criteria, eos_ids_of(model))
+        note_runaway(items, runaway_rows)
+        return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
 
     @staticmethod
-    def generate_shared(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
+    def generate_shared(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                        runaway: RunawaySettings | None = None) -> list[str]:
         """Like ``generate``, encoding and prefilling each distinct clip's shared prefix once."""
-        tokens = generate_shared_tokens(items, model, max_new_tokens)
+        tokens, runaway_rows = generate_shared_rows(items, model, max_new_tokens, runaway)
+        note_runaway(items, runaway_rows)
         return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
+
+    def get_num_bytes(self, batch: Sequence[ClipPrompt]) -> int:
+        """The batch's size for Beam's byte metrics, counted without pickling it.
+
+        Beam's default pickles the whole batch (tens of MB of frames) only to take its length.
+        Like Beam's own PyTorch and Hugging Face handlers, count the array bytes instead: each
+        distinct frames array once (a clip's prompts share one), plus the prompt text.
+        """
+        seen: set[int] = set()
+        total = 0
+        for item in batch:
+            if id(item.frames) not in seen:
+                seen.add(id(item.frames))
+                total += int(item.frames.nbytes)
+            total += len(item.prompt.encode("utf-8"))
+        return total
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return dict(self._batch)

@@ -24,16 +24,17 @@ import torchvision_shim  # noqa: F401  (first: torchvision and transformers need
 # isort: split
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from model_runner.loading import LoadedPlm
 from model_runner.prompts import video_conversation
+from model_runner.stopping import RunawaySettings, criteria_for, cut_rows
 from schemas.records import ClipPrompt
 
 log = logging.getLogger(__name__)
@@ -175,18 +176,23 @@ def eos_ids_of(model: LoadedPlm) -> set[int]:
 
 
 def run_shared(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+               stopping: Callable[[int], list[StoppingCriteria]] | None = None,
                **generate_kwargs: Any) -> tuple[Any, int]:
     """Generate greedily for prompts about one or a few clips, sharing each clip's prefix.
 
     Every prompt must have frames of one shape. Prompts about the same clip share its vision
-    encoding and prefix prefill; all prompts then decode in one batch. Returns ``generate``'s
-    output and the width of the prompt part of its sequences.
+    encoding and prefix prefill; all prompts then decode in one batch. ``stopping(width)``, if
+    given, returns stopping criteria for prompts ``width`` tokens wide (per-row budgets, the
+    runaway guard). Returns ``generate``'s output and the width of the prompt part of its sequences.
     """
     batch = prepare(items, model)
     cache = prefill_prefix(batch, model)
     # One copy of the clip's prefix cache per prompt (an indexed copy along the batch dimension).
     cache.batch_select_indices(batch.clip_of.to(model.device))
     input_ids = batch.input_ids.to(model.device)
+    criteria = stopping(input_ids.shape[1]) if stopping is not None else []
+    if criteria:
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
     with torch.inference_mode():
         output = model.model.generate(input_ids=input_ids, attention_mask=batch.attention_mask.to(model.device),
                                       past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
@@ -194,8 +200,28 @@ def run_shared(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: in
     return output, input_ids.shape[1]
 
 
-def generate_shared_tokens(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[list[int]]:
-    """Each prompt's greedy answer as new token ids, cut after the first end-of-sequence token."""
-    output, width = run_shared(items, model, max_new_tokens)
-    eos = eos_ids_of(model)
-    return [cut_at_eos(row, eos) for row in output[:, width:].tolist()]
+def generate_shared_tokens(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                           runaway: RunawaySettings | None = None) -> list[list[int]]:
+    """Each prompt's greedy answer as new token ids, cut after the first end-of-sequence token.
+
+    Prompts may have different ``max_new_tokens`` (a caption and short questions about one clip):
+    they still share the clip's prefix, the batch runs to the largest budget (at most
+    ``max_new_tokens``) and each row is cut at its own. ``runaway`` turns the loop guard on.
+    """
+    tokens, _ = generate_shared_rows(items, model, max_new_tokens, runaway)
+    return tokens
+
+
+def generate_shared_rows(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                         runaway: RunawaySettings | None = None) -> tuple[list[list[int]], list[int]]:
+    """Like ``generate_shared_tokens``, also returning the rows the runaway guard ended."""
+    budgets = [min(item.max_new_tokens, max_new_tokens) for item in items]
+    longest = max(budgets)
+    criteria: list = []
+
+    def stopping(width: int) -> list[StoppingCriteria]:
+        criteria.extend(criteria_for(width, budgets, longest, runaway))
+        return list(criteria)
+
+    output, width = run_shared(items, model, longest, stopping)
+    return cut_rows(output[:, width:].tolist(), criteria, eos_ids_of(model))

@@ -14,6 +14,7 @@ from apache_beam.ml.inference.base import RunInference
 from index.done import DoneVideos
 from index.runs import RunRecord
 from model_runner.handler import PlmModelHandler
+from model_runner.stopping import RunawaySettings
 from schemas.config import BuildConfig
 from schemas.rows import RunContext
 from schemas.work import Progress
@@ -32,7 +33,8 @@ from transforms.write import CommitVideos, FinishRun, GatherVideos
 def make_handler(config: BuildConfig, model_path: str) -> PlmModelHandler:
     """The PLM model handler for a build."""
     return PlmModelHandler(model_path, device=config.model.device, torch_threads=config.model.torch_threads,
-                           max_batch_size=config.model.batch_size)
+                           max_batch_size=config.model.batch_size,
+                           runaway_guard=RunawaySettings() if config.model.runaway_guard else None)
 
 
 def is_progress(item: object) -> bool:

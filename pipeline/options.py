@@ -39,6 +39,9 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--no-runaway-guard", dest="runaway_guard", action="store_false",
+                        help="let a looping answer run to --max-new-tokens (default: stop a row once it repeats "
+                             "an n-gram loop)")
     parser.add_argument("--embedding-model", default=None,
                         help="text embedding model for search, a folder or hub id (default: the packaged "
                              "all-MiniLM-L6-v2)")
@@ -60,7 +63,8 @@ def build_config(args: argparse.Namespace, model: str) -> BuildConfig:
                             threads=args.decode_threads, timeout_s=args.decode_timeout_s,
                             isolation=args.decode_isolation),
         model=ModelConfig(model=model, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          device=args.device, torch_threads=args.torch_threads),
+                          device=args.device, torch_threads=args.torch_threads,
+                          runaway_guard=args.runaway_guard),
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         questions=cli_questions(args.question, args.options),
         embedding_model=args.embedding_model,

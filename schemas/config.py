@@ -57,6 +57,9 @@ class DecodeConfig(BaseModel):
     # "process": decode in a child process killed at the time limit (a hard limit even for a
     # hang in native code); "none": in the worker, with the limit checked between frames.
     isolation: Literal["process", "none"] = "process"
+    # Decode only what the sampled frames need: skip non-reference frames that are not sampled and
+    # seek across whole GOPs between samples. The sampled frames' pixels are the same either way.
+    sparse: bool = True
 
 
 class ModelConfig(BaseModel):
@@ -69,6 +72,9 @@ class ModelConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0)  # 0: all cores on CPU
+    # End a row whose output repeats an n-gram loop (model_runner.stopping.RunawayGuard). On in
+    # build; eval never uses it, so benchmark scores stay exact.
+    runaway_guard: bool = True
 
 
 class BuildConfig(BaseModel):
@@ -99,8 +105,8 @@ class BuildConfig(BaseModel):
         """A short hash of every setting that changes what lands in the index."""
         relevant = {
             "clips": self.clips.model_dump(),
-            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation"}),
-            "model": self.model.model_dump(include={"model", "max_new_tokens"}),
+            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation", "sparse"}),
+            "model": self.model.model_dump(include={"model", "max_new_tokens", "runaway_guard"}),
             "embedding_model": self.embedding_model,
             "tasks": list(self.tasks),
             "questions": [q.model_dump(mode="json") for q in self.questions],
@@ -113,4 +119,5 @@ class BuildConfig(BaseModel):
         """Generation settings as stored with each segment row."""
         return json.dumps({"do_sample": False, "max_new_tokens": self.model.max_new_tokens,
                            "num_frames": self.decode.num_frames, "frame_size": self.decode.frame_size,
-                           "resize": self.decode.resize, "decoder": self.decode.backend}, sort_keys=True)
+                           "resize": self.decode.resize, "decoder": self.decode.backend,
+                           "runaway_guard": self.model.runaway_guard}, sort_keys=True)

@@ -44,6 +44,9 @@ class VideoInfo:
     first_pts: int = 0
     time_base: float = 1.0
     extras_json: str = "{}"
+    # Start times (s, like frame_times) of the keyframes, from the demuxed packets; empty when
+    # unknown. The decoder seeks across whole GOPs between sampled frames with them.
+    keyframe_times: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
 
 Box = tuple[float, float, float, float]

@@ -205,11 +205,11 @@ def test_run_inference_gives_the_same_texts_with_and_without_sharing(tiny_dir: s
     plain_texts = [r.inference for r in without.run_inference(batch, loaded)]
     assert all(isinstance(t, str) for t in shared_texts)
     assert shared_texts == plain_texts
-    # The sharing handler sent clips a and b (3 prompts each) down the shared path together and
-    # the lone prompts (clip c, and a's prompt with its own budget) down the plain path.
-    assert with_sharing.shared == [[QUESTIONS[0], QUESTIONS[3], QUESTIONS[1], QUESTIONS[4], QUESTIONS[2],
-                                    QUESTIONS[5]]]
-    assert sorted(with_sharing.plain) == sorted([[QUESTIONS[6]], [QUESTIONS[7]]])
+    # The sharing handler sent clips a (4 prompts, one with its own budget) and b (3 prompts) down
+    # the shared path together and the lone prompt (clip c) down the plain path.
+    assert with_sharing.shared == [[QUESTIONS[0], QUESTIONS[3], QUESTIONS[1], QUESTIONS[7], QUESTIONS[4],
+                                    QUESTIONS[2], QUESTIONS[5]]]
+    assert with_sharing.plain == [[QUESTIONS[6]]]
     assert without.shared == []
 
 
@@ -225,4 +225,31 @@ def test_a_failing_shared_batch_is_split(tiny_dir: str, loaded: LoadedPlm) -> No
     reference = CountingHandler(tiny_dir, device="cpu", max_batch_size=8, share_prefix=False)
     expected = [r.inference for r in reference.run_inference(batch, loaded)]
     assert [r.inference for i, r in enumerate(results) if i != bad] == [t for i, t in enumerate(expected) if i != bad]
-    assert [len(b) for b in handler.shared] == [6, 3, 1, 2, 1, 1, 3]
+    assert [len(b) for b in handler.shared] == [7, 3, 1, 2, 1, 1, 4]
+
+
+def test_a_caption_and_questions_with_other_budgets_share_one_prefix(loaded: LoadedPlm) -> None:
+    """One clip, prompts with different max_new_tokens: one vision pass, each row equal to its prompt alone."""
+    frames = frames_of(4, 7)
+    budgets = [MAX_NEW_TOKENS + 6, 3, MAX_NEW_TOKENS, 1, 5]
+    items = [replace(item, max_new_tokens=budget)
+             for item, budget in zip(prompts_about(frames, QUESTIONS[3:8]), budgets, strict=True)]
+    calls: list[tuple[int, ...]] = []
+    hook = loaded.model.model.vision_tower.register_forward_hook(
+        lambda _m, args, _o: calls.append(tuple(args[0].shape)))
+    try:
+        shared = generate_shared_tokens(items, loaded, max(budgets))
+    finally:
+        hook.remove()
+    assert calls == [(4, 3, 448, 448)]  # the clip went through the vision tower once for all five
+    lengths = []
+    for row, item in enumerate(items):
+        tokens, _ = alone(item, loaded)
+        assert shared[row] == tokens, f"prompt {row} (budget {item.max_new_tokens}) differs from alone"
+        assert len(tokens) <= item.max_new_tokens
+        lengths.append(len(tokens))
+    # Teeth: rows really ended at different budgets (a row run to the largest budget would differ).
+    assert len(set(lengths)) > 2, lengths
+    # The handler's plain path cuts rows at their own budgets in one batch too.
+    texts = PlmModelHandler.generate(items, loaded, max(budgets))
+    assert texts == [PlmModelHandler.generate([item], loaded, item.max_new_tokens)[0] for item in items]

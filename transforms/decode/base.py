@@ -59,6 +59,11 @@ class FrameCollector:
         self._tol = float(max(1e-6, 0.25 * gaps[gaps > 0].min())) if np.any(gaps > 0) else 1e-3
 
     @property
+    def tolerance(self) -> float:
+        """How far (s) a decoded frame's time may be from a planned time and still be that frame."""
+        return self._tol
+
+    @property
     def done(self) -> bool:
         """Whether every clip has all its frames."""
         return self._clip_pos >= len(self._clips)

@@ -12,12 +12,17 @@ from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, FrameCollector
 from transforms.decode.frames import FrameImages, apply_rotation
+from transforms.decode.sparse import sparse_decoded_frames
 
 log = logging.getLogger(__name__)
 
 
 class PyAvDecoder:
     """One sequential pass over the video serves every clip, in order.
+
+    With ``config.sparse`` (the default) the pass decodes only what the sampled frames need
+    (``transforms.decode.sparse``): unsampled non-reference frames are skipped and whole GOPs
+    between samples are sought over; the sampled frames' pixels are the same as a full pass.
 
     Only the planned frames are converted to RGB; rotation metadata is applied by us, because
     PyAV hands frames over as stored. In ``exact`` resize mode the full frame is converted and
@@ -44,7 +49,13 @@ class PyAvDecoder:
             return FrameImages(full, size, in_decoder if config.resize == "decoder" else None)
 
         step = 1.0 / max(info.fps, 1.0)
-        for t, frame in decoded_frames(info.uri, info.first_pts, info.time_base, config.threads):
+        if config.sparse:
+            targets = np.asarray([t for clip in video.clips for t in clip.sample_times], dtype=np.float64)
+            frames = sparse_decoded_frames(info.uri, info.first_pts, info.time_base, targets, info.frame_times,
+                                           info.keyframe_times, collector.tolerance, config.threads)
+        else:
+            frames = decoded_frames(info.uri, info.first_pts, info.time_base, config.threads)
+        for t, frame in frames:
             collector.tick()
             if t is None:  # no timestamp: one frame interval after the previous frame
                 t = (last_t if last_t is not None else -step) + step

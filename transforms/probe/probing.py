@@ -45,18 +45,22 @@ def content_video_id(uri: str, size: int) -> str:
     return digest.hexdigest()[:24]
 
 
-def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int]:
-    """Every frame's start time (s, from the first frame) and the end of the last frame.
+def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """Every frame's start time (s, from the first frame), the end of the last frame, the first pts,
+    and the keyframes' start times.
 
     Reads packet timestamps by demuxing, without decoding, so it is fast and its memory is one
     float per frame.
     """
     pts: list[int] = []
+    keyframes: list[int] = []
     last_end = None
     for packet in container.demux(stream):
         if packet.pts is None or packet.size == 0:
             continue
         pts.append(packet.pts)
+        if packet.is_keyframe:
+            keyframes.append(packet.pts)
         if packet.duration:
             end = packet.pts + packet.duration
             last_end = end if last_end is None else max(last_end, end)
@@ -66,6 +70,7 @@ def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int]
     base = int(ordered[0])
     tb = float(stream.time_base)
     times = (ordered - base).astype(np.float64) * tb
+    keyframe_times = (np.unique(np.asarray(keyframes, dtype=np.int64)) - base).astype(np.float64) * tb
     if last_end is not None and last_end > ordered[-1]:
         end_s = (last_end - base) * tb
     elif len(times) > 1:
@@ -73,7 +78,7 @@ def frame_times_of(container: Any, stream: Any) -> tuple[np.ndarray, float, int]
     else:
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         end_s = float(times[-1] + 1.0 / rate)
-    return times, float(end_s), base
+    return times, float(end_s), base, keyframe_times
 
 
 def identify(uri: str) -> tuple[int, str]:
@@ -106,7 +111,7 @@ def probe_video(video: VideoInput, identity: tuple[int, str] | None = None) -> V
             rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
             width, height = first.width, first.height
             container.seek(0)
-            times, end_s, first_pts = frame_times_of(container, stream)
+            times, end_s, first_pts, keyframe_times = frame_times_of(container, stream)
             time_base = float(stream.time_base)
     except av.error.FFmpegError as exc:
         raise ProbeError(f"not a readable video ({exc}); check the file is a complete video") from exc
@@ -117,7 +122,7 @@ def probe_video(video: VideoInput, identity: tuple[int, str] | None = None) -> V
     return VideoInfo(uri=video.uri, video_id=video_id, size_bytes=size, duration_s=float(duration),
                      fps=float(fps), num_frames=int(len(times)), width=int(width), height=int(height),
                      rotation=rotation, codec=codec, frame_times=times, first_pts=first_pts,
-                     time_base=time_base, extras_json=video.extras_json)
+                     time_base=time_base, extras_json=video.extras_json, keyframe_times=keyframe_times)
 
 
 class ProbeVideos(beam.DoFn):
