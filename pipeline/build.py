@@ -18,6 +18,7 @@ from pipeline.graph import pipeline
 from schemas.config import PIPELINE_VERSION, BuildConfig
 from schemas.rows import RunContext
 from search.store import sync_after_build
+from tasks import check_task_names
 from transforms.discover import check_input
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
     settings are skipped unless ``force`` is set. With ``compact_at_end`` the run's commits are
     merged into large files once it has finished (``index.compact``).
     """
+    check_task_names(config.tasks)
     check_input(config.input)
     ensure_format(config.output)
     run = RunContext(run_id=new_run_id(), settings_hash=config.settings_hash(), model_id=config.model.model,

@@ -133,13 +133,6 @@ class ManifestRow(BaseModel):
             raise ValueError("uri is empty")
         return uri
 
-    @field_validator("tasks")
-    @classmethod
-    def _known(cls, tasks: list[str] | None) -> list[str] | None:
-        if tasks is not None:
-            check_task_names(tasks)
-        return tasks
-
     def extras(self) -> dict[str, Any]:
         """Everything but ``uri``, JSON-ready, for later stages."""
         data = self.model_dump(mode="json", exclude={"uri"}, exclude_none=True)
@@ -149,13 +142,3 @@ class ManifestRow(BaseModel):
 
 class ManifestError(ValueError):
     """A manifest with invalid rows; the message names every bad line."""
-
-
-def check_task_names(tasks: list[str] | tuple[str, ...]) -> None:
-    """Raise a ValueError naming every unknown task and the known ones (the list lives in ``tasks/``)."""
-    from tasks import task_names  # the registry sits a floor up; it is read, never imported at load time
-
-    known = task_names()
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(known)}")

@@ -12,7 +12,7 @@ from functools import cache
 
 from tasks.base import Target, Task
 
-__all__ = ["Target", "Task", "all_tasks", "benchmark_task_names", "get_task", "task_names"]
+__all__ = ["Target", "Task", "all_tasks", "benchmark_task_names", "check_task_names", "get_task", "task_names"]
 
 
 @cache
@@ -38,6 +38,14 @@ def task_names() -> tuple[str, ...]:
 def benchmark_task_names() -> tuple[str, ...]:
     """Names of the tasks ``plm-index eval`` can score (those with a benchmark annotation format)."""
     return tuple(t.name for t in all_tasks() if t.annotation is not None)
+
+
+def check_task_names(names: list[str] | tuple[str, ...]) -> None:
+    """Raise a ValueError naming every unknown task and the known ones (for configs and manifest rows)."""
+    known = task_names()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(known)}")
 
 
 def get_task(name: str) -> Task:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from core import storage
 from schemas.manifest import ManifestError, ManifestRow
 from schemas.records import VideoInput
+from tasks import check_task_names
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 # JSONL pieces: about 1,024 per manifest, each between 256 B and 8 MiB.
@@ -177,6 +178,10 @@ def validate(manifest_uri: str, entry: ManifestEntry) -> VideoInput | str:
     except ValidationError as exc:
         details = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'row'}: {err['msg']}" for err in exc.errors())
         return f"{entry.where}: {details}"
+    try:
+        check_task_names(row.tasks or ())
+    except ValueError as exc:
+        return f"{entry.where}: tasks: {exc}"
     return VideoInput(uri=resolve(manifest_uri, row.uri), extras_json=json.dumps(row.extras(), sort_keys=True))
 
 
