@@ -44,13 +44,18 @@ def decoded_frames(uri: str, first_pts: int, time_base: float,
         if threads:
             stream.codec_context.thread_count = threads
         for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError as exc:
-                log.warning("%s: skipping a corrupt packet at pts %s: %s", uri, packet.pts, exc)
-                continue
-            for frame in frames:
-                yield (None if frame.pts is None else (frame.pts - first_pts) * time_base), frame
+            yield from packet_frames(uri, packet, first_pts, time_base)
+
+
+def packet_frames(uri: str, packet: Any, first_pts: int, time_base: float) -> Iterator[tuple[float | None, Any]]:
+    """The frames one packet decodes to, with their start times; a corrupt packet yields none (with a warning)."""
+    try:
+        frames = packet.decode()
+    except av.error.InvalidDataError as exc:
+        log.warning("%s: skipping a corrupt packet at pts %s: %s", uri, packet.pts, exc)
+        return
+    for frame in frames:
+        yield (None if frame.pts is None else (frame.pts - first_pts) * time_base), frame
 
 
 def ffmpeg_binary() -> str:

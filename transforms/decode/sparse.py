@@ -25,10 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
 import numpy as np
 
-from core.media import open_container
+from core.media import open_container, packet_frames
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +117,7 @@ def sparse_decoded_frames(uri: str, first_pts: int, time_base: float, targets: n
                 context.skip_frame = "NONREF" if skip else "DEFAULT"
                 stats.packets += 1
                 stats.skippable_packets += int(skip)
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError as exc:
-                    log.warning("%s: skipping a corrupt packet at pts %s: %s", uri, packet.pts, exc)
-                    continue
-                for frame in frames:
-                    yield (None if frame.pts is None else (frame.pts - first_pts) * time_base), frame
+                yield from packet_frames(uri, packet, first_pts, time_base)
             if not restart:
                 return
             if not can_seek and restart_at is None:
