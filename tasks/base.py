@@ -72,8 +72,14 @@ class Task:
         return self.max_new_tokens if self.max_new_tokens is not None else caption_max_new_tokens
 
     def targets(self, clip: ClipPlan) -> Iterator[Target]:
-        """The prompts this task makes for one clip (default: one about the whole clip)."""
-        yield Target()
+        """The prompts this task makes for one clip: one per question of this task when it is a
+        ``question_task``, else one about the whole clip."""
+        if not self.question_task:
+            yield Target()
+            return
+        for index, question in enumerate(clip.questions):
+            if question.task == self.name:
+                yield Target(question_index=index)
 
     def prompt(self, clip: ClipPlan, target: Target) -> str:
         """The prompt text for one target of one clip."""

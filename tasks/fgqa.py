@@ -23,7 +23,7 @@ the index reading chose (and nothing else).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from core.sampling import plm_loader_positions
@@ -137,11 +137,6 @@ class FgqaTask(Task):
     annotation = FgqaRow
     headline = "mbacc"
     question_task = True
-
-    def targets(self, clip: ClipPlan) -> Iterator[Target]:
-        for index, question in enumerate(clip.questions):
-            if question.task == self.name:
-                yield Target(question_index=index)
 
     def prompt(self, clip: ClipPlan, target: Target) -> str:
         question = clip.questions[target.question_index]

@@ -52,29 +52,14 @@ class FrameRange:
 
 
 @dataclass(frozen=True)
-class FrameEvent:
+class FrameEvent(FrameRange):
     """One RDCap item ``[start, end]: text``, or text that could not be read as one (``error``).
 
     Index fields mean the same as in ``FrameRange``; ``raw_text`` is this item's own slice of the
     answer. A segment with an empty description is kept with ``text == ""``.
     """
 
-    raw_text: str
     text: str = ""
-    start: int | None = None
-    end: int | None = None
-    raw_start: float | None = None
-    raw_end: float | None = None
-    swapped: bool = False
-    clamped: bool = False
-    error: str | None = None
-    offset: int | None = field(default=None, compare=False)
-    """Where the segment starts in the answer (its opening bracket)."""
-
-    @property
-    def ok(self) -> bool:
-        """Whether a segment was read."""
-        return self.error is None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ strips one trailing "."), so every row's ``benchmark_reading_ok`` is true. Frame
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,6 @@ class SgqaTask(Task):
     judged = True
     headline = "accuracy"
     question_task = True
-
-    def targets(self, clip: ClipPlan) -> Iterator[Target]:
-        for index, question in enumerate(clip.questions):
-            if question.task == self.name:
-                yield Target(question_index=index)
 
     def prompt(self, clip: ClipPlan, target: Target) -> str:
         return sgqa_prompt(clip.questions[target.question_index].question)
