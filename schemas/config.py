@@ -57,6 +57,10 @@ class DecodeConfig(BaseModel):
     # "process": decode in a child process killed at the time limit (a hard limit even for a
     # hang in native code); "none": in the worker, with the limit checked between frames.
     isolation: Literal["process", "none"] = "process"
+    # How many decoded clips the decode process may hold ready ahead of the one being used.
+    # None: 1 where a CUDA device is visible (decoding overlaps the GPU's work), 0 on a CPU-only
+    # worker, where decoding ahead only takes cores from the torch threads running the model.
+    prefetch_clips: int | None = Field(None, ge=0, le=8)
     # Decode only what the sampled frames need: skip non-reference frames that are not sampled and
     # seek across whole GOPs between samples. The sampled frames' pixels are the same either way.
     sparse: bool = True
@@ -104,7 +108,7 @@ class BuildConfig(BaseModel):
         """A short hash of every setting that changes what lands in the index."""
         relevant = {
             "clips": self.clips.model_dump(),
-            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation", "sparse"}),
+            "decode": self.decode.model_dump(exclude={"threads", "timeout_s", "isolation", "sparse", "prefetch_clips"}),
             "model": self.model.model_dump(include={"model", "max_new_tokens", "runaway_guard"}),
             "embedding_model": self.embedding_model,
             "tasks": list(self.tasks),

@@ -8,8 +8,11 @@ never stuck. The process is started once per stage instance, not per video.
 
 Frames travel as raw bytes over a pipe straight into arrays the parent allocates (no pickling of
 pixel data: pickling a clip through a queue cost about 100 ms on two cores, the raw copy a few).
-A sender thread in the child keeps one decoded clip in flight, so decoding the next clip overlaps
-the parent's work on the current one.
+How far the child decodes ahead is ``DecodeConfig.prefetch_clips``. Where a GPU runs the model,
+a sender thread keeps decoded clips in flight so decoding overlaps the GPU's work. On a CPU-only
+worker the child decodes the next clip only when the parent asks for it (lockstep): decoding ahead
+there only takes cores from torch's threads while the model runs (measured: 0.89x of a bare loop
+with one clip ahead on two cores, against the same loop with no overlap).
 """
 
 from __future__ import annotations
@@ -32,7 +35,23 @@ from transforms.decode.base import DecodeError, DecodeTimeout
 log = logging.getLogger(__name__)
 
 _CLIP, _DONE, _ERROR = "clip", "done", "error"
+_NEXT = "next"  # lockstep: the parent is ready for the next clip
 POLL_S = 2.0
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def prefetch_clips(config: DecodeConfig) -> int:
+    """How many clips the decode process decodes ahead: the config's, else 1 with a GPU and 0 without."""
+    if config.prefetch_clips is not None:
+        return config.prefetch_clips
+    return 1 if _cuda_visible() else 0
 
 
 def _arrays_of(clip: ClipFrames) -> list[np.ndarray]:
@@ -53,7 +72,7 @@ def _serve(requests: Any, conn: Any) -> None:
     import torchvision_shim  # noqa: F401
     from transforms.decode.backends import decoder_for
 
-    outbox: queue.Queue = queue.Queue(maxsize=1)
+    outbox: queue.Queue = queue.Queue(maxsize=1)  # resized per video to its prefetch depth
 
     def sender() -> None:
         while True:
@@ -68,10 +87,13 @@ def _serve(requests: Any, conn: Any) -> None:
         request = requests.get()
         if request is None:
             return
-        video, config = request
+        video, config, ahead = request
+        outbox.maxsize = max(1, ahead)
         try:
             for clip in decoder_for(config).decode(video, config):
                 outbox.put(clip)
+                if ahead == 0 and requests.get() != _NEXT:
+                    return  # the parent stopped this video without a kill: nothing more to do
             outbox.put((_DONE, None, None))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             outbox.put((_ERROR, type(exc).__name__, str(exc)))
@@ -121,7 +143,9 @@ class IsolatedDecoder:
         """Decode in the child; past ``config.timeout_s`` the child is killed and DecodeTimeout raised."""
         self.start()
         deadline = time.monotonic() + config.timeout_s
-        self._requests.put((video, config))
+        ahead = prefetch_clips(config)
+        lockstep = ahead == 0
+        self._requests.put((video, config, ahead))
         finished = False
         try:
             while True:
@@ -140,6 +164,8 @@ class IsolatedDecoder:
                     raise DecodeError(f"the decode process died (exit code {self._process.exitcode})") from None
                 if kind == _CLIP:
                     yield clip
+                    if lockstep:
+                        self._requests.put(_NEXT)
                 elif kind == _DONE:
                     finished = True
                     return

@@ -22,11 +22,12 @@ def planned(path: Path) -> VideoClips:
     return VideoClips(info, tuple(plan_clips(info, ClipSpec.parse("fixed:5"), 8)))
 
 
-def test_isolated_decode_equals_in_process_decode(main_video: Path) -> None:
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
+def test_isolated_decode_equals_in_process_decode(main_video: Path, prefetch: int) -> None:
     video = planned(main_video)
     decoder = IsolatedDecoder()
     try:
-        isolated = list(decoder.decode(video, DecodeConfig(num_frames=8)))
+        isolated = list(decoder.decode(video, DecodeConfig(num_frames=8, prefetch_clips=prefetch)))
     finally:
         decoder.close()
     direct = list(decoder_for(DecodeConfig(num_frames=8)).decode(video, DecodeConfig(num_frames=8)))
@@ -53,3 +54,30 @@ def test_a_hang_in_native_code_is_killed_at_the_limit(tmp_path: Path, main_video
         assert len(clips) == len(video.clips)
     finally:
         decoder.close()
+
+
+@pytest.mark.parametrize(("prefetch", "sent_ahead"), [(0, False), (1, True)])
+def test_the_child_decodes_ahead_only_as_far_as_allowed(main_video: Path, prefetch: int, sent_ahead: bool) -> None:
+    # Lockstep (0, a CPU-only worker's default) keeps the child idle while the parent works on a clip,
+    # so decoding never takes the cores the model runs on; with 1 the next clip is already on its way.
+    video = planned(main_video)
+    assert len(video.clips) >= 2
+    decoder = IsolatedDecoder()
+    try:
+        clips = decoder.decode(video, DecodeConfig(num_frames=8, prefetch_clips=prefetch))
+        first = next(clips)
+        assert first.clip == video.clips[0]
+        assert decoder._results.poll(5) is sent_ahead  # noqa: SLF001 - the pipe is what is observed
+        rest = list(clips)
+        assert [c.clip for c in rest] == list(video.clips[1:])
+    finally:
+        decoder.close()
+
+
+def test_prefetch_defaults_to_lockstep_without_a_gpu() -> None:
+    import torch
+
+    from transforms.decode.isolated import prefetch_clips
+
+    assert prefetch_clips(DecodeConfig()) == (1 if torch.cuda.is_available() else 0)
+    assert prefetch_clips(DecodeConfig(prefetch_clips=3)) == 3
