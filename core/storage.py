@@ -80,6 +80,17 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def opens_by_path(uri: str) -> bool:
+    """Whether a uri is a local file that FFmpeg, decord or ``open`` can open by its path.
+
+    Everything else (remote objects, members of tar shards, ``shard.tar#k.mp4``) is read through
+    :func:`open_read`.
+    """
+    from core import tar
+
+    return not is_remote(uri) and not tar.is_member_uri(uri)
+
+
 def _status_of(exc: BaseException) -> int | None:
     for attr in ("code", "status", "status_code"):
         value = getattr(exc, attr, None)
@@ -278,16 +289,31 @@ def modified_time(uri: str) -> float | None:
     return None
 
 
-@storage_retry
 def size_of(uri: str) -> int:
-    """A file's size in bytes."""
+    """A file's size in bytes (a tar member's own size for ``shard.tar#member``)."""
+    from core import tar
+
+    return tar.member_size(uri) if tar.is_member_uri(uri) else _object_size(uri)
+
+
+@storage_retry
+def _object_size(uri: str) -> int:
     fs, path = filesystem(uri)
     return int(fs.size(path))
 
 
-@storage_retry
 def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
-    """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges)."""
+    """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges).
+
+    A tar member (``shard.tar#member``) is read by a ranged read of its shard.
+    """
+    from core import tar
+
+    return tar.read_member_bytes(uri, start, end) if tar.is_member_uri(uri) else _object_bytes(uri, start, end)
+
+
+@storage_retry
+def _object_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
     fs, path = filesystem(uri)
     if start is None and end is None:
         return fs.cat_file(path)
@@ -395,7 +421,12 @@ class RetryingReader(io.RawIOBase):
 
 
 def open_read(uri: str) -> IO[bytes]:
-    """A seekable binary reader; remote files are read lazily in blocks, each read retried."""
+    """A seekable binary reader; remote files are read lazily in blocks, each read retried; a tar
+    member (``shard.tar#member``) is a view over its bytes in the shard."""
+    from core import tar
+
+    if tar.is_member_uri(uri):
+        return tar.open_member(uri)
     if not is_remote(uri):
         fs, path = filesystem(uri)
         return fs.open(path, "rb")
