@@ -3,7 +3,7 @@
 A shard of ``SHARD_VIDEOS`` copies of one real 10 s h264 video (640x360, about 0.5 MB), each with a
 small ``k.json``, is written with ``tarfile``. Figures, each against a same-run baseline:
 
-- listing a local shard (``core.tar.list_shard``: headers and ``.json`` members only) against
+- listing a local shard (``core.storage.list_shard``: headers and ``.json`` members only) against
   reading the whole shard once in tarfile's streaming mode (``r|``), the "read it once" baseline;
 - bytes fetched to list the same shard on object storage (fsspec's ``memory://`` store behind
   ``storage.RetryingReader``, counted at the store) against the shard's size;
@@ -52,10 +52,10 @@ def _stream_whole(shard: str) -> float:
 
 
 def _list(shard: str) -> float:
-    from core import tar
+    from core import storage
 
     start = time.perf_counter()
-    listing = tar.list_shard(shard, read_suffixes=(".json",))
+    listing = storage.list_shard(shard, read_suffixes=(".json",))
     assert len(listing.members) == 2 * SHARD_VIDEOS or len(listing.members) % 2 == 0
     return time.perf_counter() - start
 
@@ -75,7 +75,7 @@ def _remote_listing_bytes(shard: str) -> tuple[int, int, int]:
     import fsspec
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from core import tar
+    from core import storage, tar
 
     fs = fsspec.filesystem("memory")
     remote = "memory://bench/tar-shards/shard.tar"
@@ -92,7 +92,7 @@ def _remote_listing_bytes(shard: str) -> tuple[int, int, int]:
     MemoryFileSystem.cat_file = counting  # type: ignore[method-assign]
     try:
         tar.forget_shards()
-        listing = tar.list_shard(remote, read_suffixes=(".json",))
+        listing = storage.list_shard(remote, read_suffixes=(".json",))
     finally:
         MemoryFileSystem.cat_file = original  # type: ignore[method-assign]
         fs.rm_file(remote)
@@ -101,13 +101,13 @@ def _remote_listing_bytes(shard: str) -> tuple[int, int, int]:
 
 def run(ctx: Context) -> list[Figure]:
     """List a shard, count the bytes listing fetches remotely, and decode a member against its file."""
-    from core import tar
+    from core import storage, tar
 
     videos = SHARD_VIDEOS // 4 if ctx.quick else SHARD_VIDEOS
     video, shard = make_shard(ctx, videos)
     size = os.path.getsize(shard)
     listed, streamed, ratios = paired(lambda: _list(shard), lambda: _stream_whole(shard), ctx.repeats)
-    local = tar.list_shard(shard, read_suffixes=(".json",))
+    local = storage.list_shard(shard, read_suffixes=(".json",))
     fetched, reads, _ = _remote_listing_bytes(shard)
     member = tar.member_uri(shard, "k001.mp4")
     decode_member, decode_file, decode_ratios = paired(lambda: _decode_seconds(member),

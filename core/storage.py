@@ -31,6 +31,8 @@ from typing import IO, Any, ParamSpec, TypeVar
 import fsspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from core import tar
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -86,8 +88,6 @@ def opens_by_path(uri: str) -> bool:
     Everything else (remote objects, members of tar shards, ``shard.tar#k.mp4``) is read through
     :func:`open_read`.
     """
-    from core import tar
-
     return not is_remote(uri) and not tar.is_member_uri(uri)
 
 
@@ -291,9 +291,7 @@ def modified_time(uri: str) -> float | None:
 
 def size_of(uri: str) -> int:
     """A file's size in bytes (a tar member's own size for ``shard.tar#member``)."""
-    from core import tar
-
-    return tar.member_size(uri) if tar.is_member_uri(uri) else _object_size(uri)
+    return _member_range(uri)[2] if tar.is_member_uri(uri) else _object_size(uri)
 
 
 @storage_retry
@@ -307,9 +305,12 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
 
     A tar member (``shard.tar#member``) is read by a ranged read of its shard.
     """
-    from core import tar
-
-    return tar.read_member_bytes(uri, start, end) if tar.is_member_uri(uri) else _object_bytes(uri, start, end)
+    if not tar.is_member_uri(uri):
+        return _object_bytes(uri, start, end)
+    shard, offset, size = _member_range(uri)
+    first = min(max(start or 0, 0), size)
+    last = size if end is None else min(max(end, first), size)
+    return _object_bytes(shard, offset + first, offset + last) if last > first else b""
 
 
 @storage_retry
@@ -423,10 +424,8 @@ class RetryingReader(io.RawIOBase):
 def open_read(uri: str) -> IO[bytes]:
     """A seekable binary reader; remote files are read lazily in blocks, each read retried; a tar
     member (``shard.tar#member``) is a view over its bytes in the shard."""
-    from core import tar
-
     if tar.is_member_uri(uri):
-        return tar.open_member(uri)
+        return _open_member(uri)
     if not is_remote(uri):
         fs, path = filesystem(uri)
         return fs.open(path, "rb")
@@ -484,3 +483,50 @@ def download_tree(uri: str, local_dir: str) -> None:
         if written != expected:
             raise OSError(f"short download of {_unstrip(uri, remote)}: {written} of {expected} bytes")
         os.replace(target + ".part", target)
+
+
+# --- members of tar shards (``shard.tar#member``); the tar format itself is core/tar.py ----------
+
+def _open_shard(shard: str, block_size: int | None = None) -> tuple[IO[bytes], int]:
+    """A seekable reader over a whole shard, and its size."""
+    if is_remote(shard):
+        reader = RetryingReader(shard, block_size=block_size or READ_BLOCK_SIZE)
+        return reader, reader.size  # type: ignore[return-value]
+    handle = open_read(shard)
+    size = int(handle.seek(0, io.SEEK_END))
+    handle.seek(0)
+    return handle, size
+
+
+def list_shard(shard: str, read_suffixes: tuple[str, ...] = ()) -> tar.ShardListing:
+    """A shard's members from its headers (see ``core.tar``); remote shards are read in small blocks.
+
+    Raises ``tar.ShardError`` for a file that is not an uncompressed tar, ``FileNotFoundError``
+    for a missing one.
+    """
+    tar.refuse_compressed(shard)
+    handle, size = _open_shard(shard, tar.LIST_BLOCK_SIZE)
+    with handle:
+        return tar.list_members(handle, size, shard, read_suffixes)
+
+
+def _member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, int]:
+    """``(shard, offset, size)`` of a member, listing its shard if this process has not (or it changed)."""
+    shard, _ = tar.split_member_uri(uri) or (uri, "")
+    found = tar.known_range(uri, shard_size)
+    if found is None:
+        list_shard(shard)
+        found = tar.known_range(uri)
+    assert found is not None  # listing remembers the shard or raises
+    return shard, found[0], found[1]
+
+
+def _open_member(uri: str) -> IO[bytes]:
+    shard, _ = tar.split_member_uri(uri) or (uri, "")
+    handle, size = _open_shard(shard)
+    try:
+        _, offset, length = _member_range(uri, size)
+    except BaseException:
+        handle.close()
+        raise
+    return tar.MemberReader(handle, offset, length, uri)  # type: ignore[return-value]

@@ -1,24 +1,26 @@
-"""WebDataset-style tar shards: member URIs, a shard's member list, and one member opened as a file.
+"""WebDataset-style tar shards: member URIs, a shard's member list, and one member as a file.
 
 A video inside a shard is named ``<shard uri>#<member name>`` (``gs://b/shard-000001.tar#k.mp4``,
-``/data/shard-000001.tar#clips/k.mp4``). Everything that opens a video goes through
-``core.storage`` (``open_read``, ``read_bytes``, ``size_of``), which hands such URIs to this module.
+``/data/shard-000001.tar#clips/k.mp4``). This module knows the tar format and nothing about
+where bytes come from: ``core.storage`` opens shards (local, ``gs://``, any fsspec URL) and hands
+their readers to it, so everything that opens a video through ``storage.open_read``,
+``read_bytes`` or ``size_of`` opens members too.
 
 How a shard is read (and why this way):
 
-- **Listing reads headers only.** :func:`list_shard` walks the shard with ``tarfile`` in seeking
-  mode (``r:``) over ``storage``'s ranged reader: after each 512-byte header it seeks over the
+- **Listing reads headers only.** :func:`list_members` walks the shard with ``tarfile`` in
+  seeking mode (``r:``) over a seekable reader: after each 512-byte header it seeks over the
   member's data to the next header, so listing a shard of videos reads its headers (and the small
-  members asked for, such as ``k.json``), not its videos. On object storage the listing reader
-  uses small blocks (:data:`LIST_BLOCK_SIZE`) so a seek over a member costs no data.
+  members asked for, such as ``k.json``), not its videos. On object storage ``storage`` lists
+  with small blocks (:data:`LIST_BLOCK_SIZE`) so a seek over a member costs no data.
 - **A member is a byte range.** Tar stores each member's data contiguously and uncompressed, at
   ``offset_data`` for ``size`` bytes. :class:`MemberReader` is a seekable file over that range of
-  the shard, so probing and decoding read a member exactly as they read a standalone video file
-  (ranged reads, seeks), and nothing is extracted to disk. The shard's video bytes are therefore
-  read by probe and decode as often as a plain video's are, and listing adds only the headers.
-- **Offsets are found once per process.** The (offset, size) of every member of a listed shard
-  is kept in a small per-process cache keyed by the shard's URI and size; a process that opens a
-  member of a shard it has not listed (a decode child, ``plm-index serve``) lists it once.
+  the shard's reader, so probing and decoding read a member exactly as they read a standalone
+  video file (ranged reads, seeks), and nothing is extracted to disk. The shard's video bytes are
+  read by probe and decode as often as a plain video's are; listing adds only the headers.
+- **Offsets are found once per process.** Every listing is remembered (member ranges by shard
+  uri, with the shard's size); a process that opens a member of a shard it has not listed (a
+  decode child, ``plm-index serve``) lists it once, and a shard whose size changed is listed again.
 - Compressed shards (``.tar.gz``) have no byte ranges and are refused with a message saying so.
 
 Refused members (each reported with the shard and member name, never opened): names that would
@@ -182,72 +184,65 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
-def _open_shard(shard: str, block_size: int | None = None) -> tuple[IO[bytes], int]:
-    from core import storage
-
-    if storage.is_remote(shard):
-        reader = storage.RetryingReader(shard, block_size=block_size or storage.READ_BLOCK_SIZE)
-        return reader, reader.size  # type: ignore[return-value]
-    handle = storage.open_read(shard)
-    size = int(handle.seek(0, io.SEEK_END))
-    handle.seek(0)
-    return handle, size
-
-
-def list_shard(shard: str, read_suffixes: Iterable[str] = (), block_size: int = LIST_BLOCK_SIZE) -> ShardListing:
-    """The members of one shard, read from its headers (member data is sought over, not read).
-
-    Members whose names end with one of ``read_suffixes`` (``.json``) and that are at most
-    :data:`MAX_SMALL_MEMBER` bytes are read whole into ``small``. Raises :class:`ShardError` for a
-    file that is not an uncompressed tar, ``FileNotFoundError`` for a missing shard.
-    """
+def refuse_compressed(shard: str) -> None:
+    """Raise :class:`ShardError` for a compressed shard, whose members have no byte ranges."""
     if is_compressed_shard(shard):
         raise ShardError(f"shard {shard} is compressed: tar members are read by byte range, which compressed "
                          "tars do not have; repack it as an uncompressed .tar (WebDataset's own layout)")
+
+
+def list_members(handle: IO[bytes], size: int, shard: str, read_suffixes: Iterable[str] = ()) -> ShardListing:
+    """The members of the shard open as ``handle`` (``size`` bytes), read from its headers only.
+
+    Member data is sought over, not read, except for members whose names end with one of
+    ``read_suffixes`` (``.json``) and that are at most :data:`MAX_SMALL_MEMBER` bytes: those are
+    read whole into ``small``. Raises :class:`ShardError` for a file that is not an uncompressed
+    tar. The listing is remembered (see :func:`known_range`). ``core.storage.list_shard`` opens a
+    shard by uri and calls this.
+    """
+    refuse_compressed(shard)
     suffixes = tuple(s.lower() for s in read_suffixes)
-    handle, size = _open_shard(shard, block_size)
     counter = _CountingReader(handle)
     members: list[TarMember] = []
     problems: list[MemberProblem] = []
     small: dict[str, bytes] = {}
-    with handle:
+    try:
+        archive = tarfile.open(fileobj=counter, mode="r:")  # type: ignore[call-overload]
+    except tarfile.ReadError as exc:
+        raise ShardError(f"shard {shard} is not an uncompressed tar file ({exc}); give .tar shards "
+                         "(WebDataset layout: k.mp4 with an optional k.json)") from exc
+    last: tarfile.TarInfo | None = None
+    while True:
         try:
-            archive = tarfile.open(fileobj=counter, mode="r:")  # type: ignore[call-overload]
-        except tarfile.ReadError as exc:
-            raise ShardError(f"shard {shard} is not an uncompressed tar file ({exc}); give .tar shards "
-                             "(WebDataset layout: k.mp4 with an optional k.json)") from exc
-        last: tarfile.TarInfo | None = None
-        while True:
-            try:
-                info = archive.next()
-            except tarfile.TarError as exc:
-                _note_broken_end(shard, size, last, members, problems, str(exc))
-                break
-            if info is None:
-                if not _ends_cleanly(counter, archive.offset):
-                    _note_broken_end(shard, size, last, members, problems, "the shard ends inside a header")
-                break
-            last = info
-            why = unsafe_name(info.name)
-            if info.isdir() and why is None:
-                continue
-            if why is None:
-                if info.issym() or info.islnk():
-                    why = f"it is a {'symbolic' if info.issym() else 'hard'} link (to {_printable(info.linkname)!r})"
-                elif not info.isreg() or info.sparse is not None:
-                    why = "it is not a regular file"
-                elif info.offset_data + info.size > size:
-                    why = (f"the shard is truncated: the member's {info.size} bytes at offset {info.offset_data} "
-                           f"run past the shard's end ({size} bytes)")
-            if why is not None:
-                problems.append(_problem(shard, info.name, why))
-                continue
-            member = TarMember(info.name, info.offset_data, info.size)
-            members.append(member)
-            if suffixes and info.name.lower().endswith(suffixes) and info.size <= MAX_SMALL_MEMBER:
-                counter.seek(info.offset_data)
-                small[info.name] = counter.read(info.size)
-        archive.members = []
+            info = archive.next()
+        except tarfile.TarError as exc:
+            _note_broken_end(shard, size, last, members, problems, str(exc))
+            break
+        if info is None:
+            if not _ends_cleanly(counter, archive.offset):
+                _note_broken_end(shard, size, last, members, problems, "the shard ends inside a header")
+            break
+        last = info
+        why = unsafe_name(info.name)
+        if info.isdir() and why is None:
+            continue
+        if why is None:
+            if info.issym() or info.islnk():
+                why = f"it is a {'symbolic' if info.issym() else 'hard'} link (to {_printable(info.linkname)!r})"
+            elif not info.isreg() or info.sparse is not None:
+                why = "it is not a regular file"
+            elif info.offset_data + info.size > size:
+                why = (f"the shard is truncated: the member's {info.size} bytes at offset {info.offset_data} "
+                       f"run past the shard's end ({size} bytes)")
+        if why is not None:
+            problems.append(_problem(shard, info.name, why))
+            continue
+        member = TarMember(info.name, info.offset_data, info.size)
+        members.append(member)
+        if suffixes and info.name.lower().endswith(suffixes) and info.size <= MAX_SMALL_MEMBER:
+            counter.seek(info.offset_data)
+            small[info.name] = counter.read(info.size)
+    archive.members = []
     listing = ShardListing(shard, size, tuple(members), tuple(problems), small, counter.bytes_read)
     _remember(listing)
     return listing
@@ -308,12 +303,12 @@ def forget_shards() -> None:
         _CACHE.clear()
 
 
-def member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, int]:
-    """``(shard, offset, size)`` of a member URI, listing the shard once per process.
+def known_range(uri: str, shard_size: int | None = None) -> tuple[int, int] | None:
+    """``(offset, size)`` of a member uri's bytes in its shard, or None when this process has not
+    listed the shard (or listed it at another size: it was rewritten in place, so list it again).
 
-    A remembered listing whose shard size differs from ``shard_size`` (when given) is stale and
-    is listed again. Raises :class:`MemberError` naming shard and member when the member is
-    missing, refused or truncated.
+    Raises :class:`MemberError` naming shard and member when the listed shard has no such member,
+    or refused it.
     """
     split = split_member_uri(uri)
     if split is None:
@@ -322,13 +317,10 @@ def member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, int
     with _CACHE_LOCK:
         entry = _CACHE.get(shard)
     if entry is None or (shard_size is not None and entry[0] != shard_size):
-        listing = list_shard(shard)
-        with _CACHE_LOCK:
-            entry = _CACHE[listing.shard]
-    size, ranges, refused = entry
+        return None
+    _, ranges, refused = entry
     if name in ranges:
-        offset, length = ranges[name]
-        return shard, offset, length
+        return ranges[name]
     if name in refused:
         raise MemberError(refused[name])
     raise MemberError(f"shard {shard} has no member {name!r}")
@@ -337,21 +329,17 @@ def member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, int
 class MemberReader(io.RawIOBase):
     """A seekable read-only file over one member's bytes inside its shard (nothing is copied).
 
-    Reads go to the shard's own reader (a local file, or ``storage``'s retried ranged reader),
-    clamped to the member's range, so FFmpeg, PySceneDetect and the thumbnailer read a member as
-    if it were a file of its own.
+    Reads go to the shard's own reader (a local file, or ``core.storage``'s retried ranged
+    reader), clamped to the member's range, so FFmpeg, PySceneDetect and the thumbnailer read a
+    member as if it were a file of its own. Closing it closes the shard's reader.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, shard: IO[bytes], offset: int, size: int, name: str) -> None:
         super().__init__()
-        self.name = uri
-        shard, _ = split_member_uri(uri) or (uri, "")
-        self._shard, self._shard_size = _open_shard(shard)
-        try:
-            _, self._offset, self._size = member_range(uri, self._shard_size)
-        except BaseException:
-            self._shard.close()
-            raise
+        self.name = name
+        self._shard = shard
+        self._offset = offset
+        self._size = size
         self._pos = 0
 
     @property
@@ -401,25 +389,3 @@ class MemberReader(io.RawIOBase):
         if not self.closed:
             self._shard.close()
         super().close()
-
-
-def open_member(uri: str) -> IO[bytes]:
-    """A seekable binary file over a member's bytes (see :class:`MemberReader`)."""
-    return MemberReader(uri)  # type: ignore[return-value]
-
-
-def member_size(uri: str) -> int:
-    """A member's size in bytes."""
-    return member_range(uri)[2]
-
-
-def read_member_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
-    """A member's bytes, or its range [start, end) (clamped to the member), by one ranged read of the shard."""
-    from core import storage
-
-    shard, offset, size = member_range(uri)
-    first = min(max(start or 0, 0), size)
-    last = size if end is None else min(max(end, first), size)
-    if last == first:
-        return b""
-    return storage.read_bytes(shard, offset + first, offset + last)

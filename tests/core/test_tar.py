@@ -71,7 +71,7 @@ def test_member_uris_split_at_the_first_tar_marker() -> None:
 
 def test_listing_finds_members_by_offset_and_groups_them_by_key(tmp_path: Path, videos: dict[str, bytes]) -> None:
     shard = make_shard(tmp_path / "s.tar", videos)
-    listing = tar.list_shard(str(shard), read_suffixes=(".json",))
+    listing = storage.list_shard(str(shard), read_suffixes=(".json",))
     assert [m.name for m in listing.members] == ["k1.mp4", "k1.json", "clips/k2.seg.mp4", "k3.txt"]
     raw = shard.read_bytes()
     assert raw[listing.members[0].offset:][:listing.members[0].size] == videos["a"]
@@ -87,7 +87,7 @@ def test_listing_reads_headers_not_videos(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "big.tar", "w") as archive:
         for n in range(40):
             add_bytes(archive, f"k{n:03d}.mp4", bytes([n]) * (256 << 10))
-    listing = tar.list_shard(str(tmp_path / "big.tar"))
+    listing = storage.list_shard(str(tmp_path / "big.tar"))
     assert len(listing.members) == 40
     assert listing.bytes_read < 40 * 4096 < listing.size / 50
 
@@ -103,7 +103,7 @@ def test_refused_members_are_named_and_the_rest_listed(tmp_path: Path, videos: d
         add_special(archive, "fifo.mp4", tarfile.FIFOTYPE)
         add_special(archive, "folder", tarfile.DIRTYPE)
         add_bytes(archive, "good.mp4", videos["a"])
-    listing = tar.list_shard(str(path))
+    listing = storage.list_shard(str(path))
     assert [m.name for m in listing.members] == ["good.mp4"]
     reasons = {p.name: p.message for p in listing.problems}
     assert sorted(reasons) == ["../escape.mp4", "/etc/abs.mp4", "a/../../up.mp4", "fifo.mp4", "hard.mp4", "sym.mp4"]
@@ -120,10 +120,10 @@ def test_refused_members_are_named_and_the_rest_listed(tmp_path: Path, videos: d
 def test_truncated_shard_reports_the_cut_member_and_keeps_those_before(tmp_path: Path,
                                                                        videos: dict[str, bytes]) -> None:
     whole = make_shard(tmp_path / "s.tar", videos).read_bytes()
-    listing = tar.list_shard(str(tmp_path / "s.tar"))
+    listing = storage.list_shard(str(tmp_path / "s.tar"))
     cut_member = listing.members[2]
     (tmp_path / "cut.tar").write_bytes(whole[:cut_member.offset + cut_member.size // 2])
-    cut = tar.list_shard(str(tmp_path / "cut.tar"))
+    cut = storage.list_shard(str(tmp_path / "cut.tar"))
     assert [m.name for m in cut.members] == ["k1.mp4", "k1.json"]
     (problem,) = cut.problems
     assert problem.name == "clips/k2.seg.mp4" and "truncated" in problem.message
@@ -131,7 +131,7 @@ def test_truncated_shard_reports_the_cut_member_and_keeps_those_before(tmp_path:
     after = cut_member.offset + cut_member.size
     header_at = after + (-after % 512)
     (tmp_path / "cut-header.tar").write_bytes(whole[:header_at + 100])
-    cut_header = tar.list_shard(str(tmp_path / "cut-header.tar"))
+    cut_header = storage.list_shard(str(tmp_path / "cut-header.tar"))
     assert [m.name for m in cut_header.members] == ["k1.mp4", "k1.json", "clips/k2.seg.mp4"]
     (problem,) = cut_header.problems
     assert problem.name == "" and "truncated or damaged after member 'clips/k2.seg.mp4'" in problem.message
@@ -140,13 +140,13 @@ def test_truncated_shard_reports_the_cut_member_and_keeps_those_before(tmp_path:
 def test_not_a_tar_compressed_and_missing_shards_are_refused(tmp_path: Path, videos: dict[str, bytes]) -> None:
     (tmp_path / "text.tar").write_text("this is not a tar file " * 40)
     with pytest.raises(tar.ShardError, match="is not an uncompressed tar file"):
-        tar.list_shard(str(tmp_path / "text.tar"))
+        storage.list_shard(str(tmp_path / "text.tar"))
     with tarfile.open(tmp_path / "s.tar.gz", "w:gz") as archive:
         add_bytes(archive, "k.mp4", videos["a"])
     with pytest.raises(tar.ShardError, match="repack it as an uncompressed .tar"):
-        tar.list_shard(str(tmp_path / "s.tar.gz"))
+        storage.list_shard(str(tmp_path / "s.tar.gz"))
     with pytest.raises(FileNotFoundError):
-        tar.list_shard(str(tmp_path / "missing.tar"))
+        storage.list_shard(str(tmp_path / "missing.tar"))
 
 
 def test_a_member_reads_like_its_own_file(tmp_path: Path, videos: dict[str, bytes]) -> None:

@@ -5,7 +5,7 @@ becomes an input whose uri is ``<shard>#<member>``, with the fields of its ``k.j
 a manifest row is (a bad one is an error row naming shard and member, as a bad manifest row is).
 Refused members (names escaping the shard, links), a truncated member, and a shard that cannot be
 read at all become error rows too; the rest of the shard is still indexed. Listing reads the
-shard's headers and its ``.json`` members only (``core.tar.list_shard``); the videos' bytes are
+shard's headers and its ``.json`` members only (``core.storage.list_shard``); the videos' bytes are
 read later, by probe and decode, straight from the shard.
 """
 
@@ -61,7 +61,7 @@ def shard_inputs(listed: str, run: RunContext, is_video: Callable[[str], bool]) 
     ``InputIgnored`` for other members. ``is_video`` says which member names are videos (by extension)."""
     shard = shard_uri(listed)
     try:
-        listing = tar.list_shard(shard, read_suffixes=(f".{SIDECAR_EXTENSION}",))
+        listing = storage.list_shard(shard, read_suffixes=(f".{SIDECAR_EXTENSION}",))
     except Exception as exc:  # noqa: BLE001 - a shard that cannot be read is an error row, not a failed job
         what = "does not exist" if isinstance(exc, FileNotFoundError) else "cannot be read"
         message = f"shard {shard} {what}: {exc}" if not isinstance(exc, tar.ShardError) else str(exc)
