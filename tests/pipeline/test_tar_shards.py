@@ -26,6 +26,7 @@ from pipeline.options import beam_options
 from schemas.config import BuildConfig, ClipSpec, ModelConfig
 from schemas.records import VideoInput
 from search import run_search
+from tests.pipeline.test_storage_faults import FaultInjectingProxy, fast_policy, proxy  # noqa: F401 - fixtures
 from tests.search.test_server import free_port, get, wait_until_up
 from transforms.probe import probe_video
 
@@ -157,3 +158,28 @@ def test_build_over_a_glob_of_shards_in_gcs(gcs_emulator, shard_folder: Path, ti
     # A member in the bucket reads back byte for byte through storage.
     original = (shard_folder / "originals" / "b.mkv").read_bytes()
     assert storage.read_bytes(f"gs://{bucket}/in/shard-000001.tar#sub/b.mkv", 10, 2000) == original[10:2000]
+
+
+def test_members_in_gcs_list_and_read_through_faults(gcs_emulator, proxy: FaultInjectingProxy,  # noqa: F811
+                                                     fast_policy: storage.RetryPolicy) -> None:  # noqa: F811
+    tar.forget_shards()
+    bucket = gcs_emulator.create_bucket("faulty-shards")
+    members = {f"k{n:02d}.mp4": os.urandom(150_000 + n) for n in range(12)}
+    whole = io.BytesIO()
+    with tarfile.open(fileobj=whole, mode="w") as archive:
+        for name, data in members.items():
+            add_bytes(archive, name, data)
+    shard = f"gs://{bucket}/shard.tar"
+    storage.write_bytes(shard, whole.getvalue())
+    proxy.fault_rate, proxy.seed = 0.2, 11
+    listing = storage.list_shard(shard)
+    assert [m.name for m in listing.members] == list(members)
+    # Listing sought over the members: tarfile was handed their headers, not their bytes.
+    assert listing.bytes_read < len(whole.getvalue()) / 20
+    for name, data in members.items():
+        with storage.open_read(f"{shard}#{name}") as member:
+            assert member.read(1000) == data[:1000]
+            member.seek(-777, io.SEEK_END)
+            assert member.read() == data[-777:]
+        assert storage.read_bytes(f"{shard}#{name}", 5000, 9000) == data[5000:9000]
+    assert sum(proxy.faults().values()) > 0
