@@ -20,7 +20,8 @@ How a shard is read (and why this way):
   read by probe and decode as often as a plain video's are; listing adds only the headers.
 - **Offsets are found once per process.** Every listing is remembered (member ranges by shard
   uri, with the shard's size); a process that opens a member of a shard it has not listed (a
-  decode child, ``plm-index serve``) lists it once, and a shard whose size changed is listed again.
+  decode child, ``plm-index serve``) lists it once; opening a member lists its shard again when the
+  shard's size changed (rewritten in place).
 - Compressed shards (``.tar.gz``) have no byte ranges and are refused with a message saying so.
 
 Refused members (each reported with the shard and member name, never opened): names that would
