@@ -12,6 +12,9 @@ ours it would multiply attempts (6 x 10) and hide faults from the policy, so ``g
 one HTTP attempt per call, and retries, waits and limits are the ones documented here. (aiohttp
 may still resend an idempotent request once when a reused keep-alive connection turns out closed.)
 
+A member of a WebDataset tar shard, ``shard.tar#member``, reads like a file of its own (its byte
+range in the shard; the tar format is ``core/tar.py``).
+
 Local writes land atomically (temporary file, then rename); object-store uploads are atomic by
 nature: an object appears only once complete, so retrying a failed upload is safe.
 """
@@ -515,9 +518,12 @@ def _member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, in
     shard, _ = tar.split_member_uri(uri) or (uri, "")
     found = tar.known_range(uri, shard_size)
     if found is None:
-        list_shard(shard)
-        found = tar.known_range(uri)
-    assert found is not None  # listing remembers the shard or raises
+        listing = list_shard(shard)
+        member = next((m for m in listing.members if tar.member_uri(shard, m.name) == uri), None)
+        if member is None:
+            tar.known_range(uri)  # raises, naming the refused or missing member
+            raise tar.MemberError(f"shard {shard} has no member {uri[len(shard) + 1:]!r}")
+        found = (member.offset, member.size)
     return shard, found[0], found[1]
 
 
