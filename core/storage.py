@@ -35,6 +35,7 @@ import fsspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from core import tar
+from core.readers import SizedReader
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class TruncatedRead(ConnectionError):
     """A ranged read returned fewer bytes than asked for (a cut-off body): transient."""
 
 
-class RetryingReader(io.RawIOBase):
+class RetryingReader(SizedReader):
     """A seekable binary reader over a remote file whose every network read is retried.
 
     PyAV (and decord staging, and model downloads) read remote videos through this object long
@@ -339,13 +340,12 @@ class RetryingReader(io.RawIOBase):
     """
 
     def __init__(self, uri: str, block_size: int = READ_BLOCK_SIZE) -> None:
-        super().__init__()
+        fs, path = filesystem(uri)
+        super().__init__(with_retries(lambda: int(fs.size(path))))
         self.name = uri
-        self._fs, self._path = filesystem(uri)
+        self._fs, self._path = fs, path
         self._block_size = block_size
-        self._pos = 0
         self._blocks: dict[int, bytes] = {}
-        self._size = with_retries(lambda: int(self._fs.size(self._path)))
 
     def _block(self, index: int) -> bytes:
         block = self._blocks.get(index)
@@ -367,40 +367,8 @@ class RetryingReader(io.RawIOBase):
         self._blocks[index] = block
         return block
 
-    @property
-    def size(self) -> int:
-        """The file's size in bytes."""
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._pos = target
-        return target
-
     def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("read of a closed file")
-        if size is None or size < 0:
-            size = self._size - self._pos
-        end = min(self._size, self._pos + size)
+        end = self._end_of_read(size)
         parts = []
         while self._pos < end:
             index, offset = divmod(self._pos, self._block_size)
@@ -409,15 +377,6 @@ class RetryingReader(io.RawIOBase):
             parts.append(piece)
             self._pos += len(piece)
         return b"".join(parts)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._blocks = {}

@@ -33,7 +33,6 @@ are listed as usual.
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 import tarfile
@@ -41,7 +40,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
+
+from core.readers import SizedReader
 
 log = logging.getLogger(__name__)
 
@@ -153,38 +154,6 @@ def _problem(shard: str, name: str, why: str) -> MemberProblem:
     return MemberProblem(_printable(name), f"shard {shard}, member {_printable(name)!r}: {why}")
 
 
-class _CountingReader(io.RawIOBase):
-    """A seekable reader that counts the bytes it returns (how much listing really read)."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        super().__init__()
-        self._inner = inner
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._inner.tell()
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._inner.seek(offset, whence)
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._inner.read(-1 if size is None else size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-
 def refuse_compressed(shard: str) -> None:
     """Raise :class:`ShardError` for a compressed shard, whose members have no byte ranges."""
     if is_compressed_shard(shard):
@@ -203,7 +172,7 @@ def list_members(handle: IO[bytes], size: int, shard: str, read_suffixes: Iterab
     """
     refuse_compressed(shard)
     suffixes = tuple(s.lower() for s in read_suffixes)
-    counter = _CountingReader(handle)
+    counter = _CountingReader(handle, size)
     members: list[TarMember] = []
     problems: list[MemberProblem] = []
     small: dict[str, bytes] = {}
@@ -327,7 +296,7 @@ def known_range(uri: str, shard_size: int | None = None) -> tuple[int, int] | No
     raise MemberError(f"shard {shard} has no member {name!r}")
 
 
-class MemberReader(io.RawIOBase):
+class MemberReader(SizedReader):
     """A seekable read-only file over one member's bytes inside its shard (nothing is copied).
 
     Reads go to the shard's own reader (a local file, or ``core.storage``'s retried ranged
@@ -336,40 +305,13 @@ class MemberReader(io.RawIOBase):
     """
 
     def __init__(self, shard: IO[bytes], offset: int, size: int, name: str) -> None:
-        super().__init__()
+        super().__init__(size)
         self.name = name
         self._shard = shard
         self._offset = offset
-        self._size = size
-        self._pos = 0
-
-    @property
-    def size(self) -> int:
-        """The member's size in bytes."""
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
-        if base is None:
-            raise ValueError(f"invalid whence {whence}")
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("read of a closed file")
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        end = self._end_of_read(size)
         if end <= self._pos:
             return b""
         self._shard.seek(self._offset + self._pos)
@@ -377,16 +319,20 @@ class MemberReader(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         if not self.closed:
             self._shard.close()
         super().close()
+
+
+class _CountingReader(MemberReader):
+    """A whole shard as a reader that counts the bytes it hands out (how much listing really read)."""
+
+    def __init__(self, shard: IO[bytes], size: int) -> None:
+        super().__init__(shard, 0, size, "shard")
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
