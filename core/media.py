@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def open_container(uri: str) -> Iterator[Any]:
-    """Open a video with PyAV: local files by path, remote ones through a seekable reader."""
-    if storage.is_remote(uri):
+    """Open a video with PyAV: local files by path, remote ones and tar members through a seekable reader."""
+    if not storage.opens_by_path(uri):
         with storage.open_read(uri) as handle, av.open(handle, mode="r") as container:
             yield container
     else:

@@ -12,6 +12,9 @@ ours it would multiply attempts (6 x 10) and hide faults from the policy, so ``g
 one HTTP attempt per call, and retries, waits and limits are the ones documented here. (aiohttp
 may still resend an idempotent request once when a reused keep-alive connection turns out closed.)
 
+A member of a WebDataset tar shard, ``shard.tar#member``, reads like a file of its own (its byte
+range in the shard; the tar format is ``core/tar.py``).
+
 Local writes land atomically (temporary file, then rename); object-store uploads are atomic by
 nature: an object appears only once complete, so retrying a failed upload is safe.
 """
@@ -30,6 +33,9 @@ from typing import IO, Any, ParamSpec, TypeVar
 
 import fsspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from core import tar
+from core.readers import SizedReader
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,15 @@ MAX_ATTEMPTS = POLICY.max_attempts
 def is_remote(uri: str) -> bool:
     """True for URLs with a scheme other than ``file``."""
     return "://" in uri and not uri.startswith("file://")
+
+
+def opens_by_path(uri: str) -> bool:
+    """Whether a uri is a local file that FFmpeg, decord or ``open`` can open by its path.
+
+    Everything else (remote objects, members of tar shards, ``shard.tar#k.mp4``) is read through
+    :func:`open_read`.
+    """
+    return not is_remote(uri) and not tar.is_member_uri(uri)
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -278,16 +293,32 @@ def modified_time(uri: str) -> float | None:
     return None
 
 
-@storage_retry
 def size_of(uri: str) -> int:
-    """A file's size in bytes."""
+    """A file's size in bytes (a tar member's own size for ``shard.tar#member``)."""
+    return _member_range(uri)[2] if tar.is_member_uri(uri) else _object_size(uri)
+
+
+@storage_retry
+def _object_size(uri: str) -> int:
     fs, path = filesystem(uri)
     return int(fs.size(path))
 
 
-@storage_retry
 def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
-    """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges)."""
+    """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges).
+
+    A tar member (``shard.tar#member``) is read by a ranged read of its shard.
+    """
+    if not tar.is_member_uri(uri):
+        return _object_bytes(uri, start, end)
+    shard, offset, size = _member_range(uri)
+    first = min(max(start or 0, 0), size)
+    last = size if end is None else min(max(end, first), size)
+    return _object_bytes(shard, offset + first, offset + last) if last > first else b""
+
+
+@storage_retry
+def _object_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
     fs, path = filesystem(uri)
     if start is None and end is None:
         return fs.cat_file(path)
@@ -298,7 +329,7 @@ class TruncatedRead(ConnectionError):
     """A ranged read returned fewer bytes than asked for (a cut-off body): transient."""
 
 
-class RetryingReader(io.RawIOBase):
+class RetryingReader(SizedReader):
     """A seekable binary reader over a remote file whose every network read is retried.
 
     PyAV (and decord staging, and model downloads) read remote videos through this object long
@@ -309,13 +340,12 @@ class RetryingReader(io.RawIOBase):
     """
 
     def __init__(self, uri: str, block_size: int = READ_BLOCK_SIZE) -> None:
-        super().__init__()
+        fs, path = filesystem(uri)
+        super().__init__(with_retries(lambda: int(fs.size(path))))
         self.name = uri
-        self._fs, self._path = filesystem(uri)
+        self._fs, self._path = fs, path
         self._block_size = block_size
-        self._pos = 0
         self._blocks: dict[int, bytes] = {}
-        self._size = with_retries(lambda: int(self._fs.size(self._path)))
 
     def _block(self, index: int) -> bytes:
         block = self._blocks.get(index)
@@ -337,40 +367,8 @@ class RetryingReader(io.RawIOBase):
         self._blocks[index] = block
         return block
 
-    @property
-    def size(self) -> int:
-        """The file's size in bytes."""
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._pos = target
-        return target
-
     def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("read of a closed file")
-        if size is None or size < 0:
-            size = self._size - self._pos
-        end = min(self._size, self._pos + size)
+        end = self._end_of_read(size)
         parts = []
         while self._pos < end:
             index, offset = divmod(self._pos, self._block_size)
@@ -380,22 +378,16 @@ class RetryingReader(io.RawIOBase):
             self._pos += len(piece)
         return b"".join(parts)
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         self._blocks = {}
         super().close()
 
 
 def open_read(uri: str) -> IO[bytes]:
-    """A seekable binary reader; remote files are read lazily in blocks, each read retried."""
+    """A seekable binary reader; remote files are read lazily in blocks, each read retried; a tar
+    member (``shard.tar#member``) is a view over its bytes in the shard."""
+    if tar.is_member_uri(uri):
+        return _open_member(uri)
     if not is_remote(uri):
         fs, path = filesystem(uri)
         return fs.open(path, "rb")
@@ -453,3 +445,53 @@ def download_tree(uri: str, local_dir: str) -> None:
         if written != expected:
             raise OSError(f"short download of {_unstrip(uri, remote)}: {written} of {expected} bytes")
         os.replace(target + ".part", target)
+
+
+# --- members of tar shards (``shard.tar#member``); the tar format itself is core/tar.py ----------
+
+def _open_shard(shard: str, block_size: int | None = None) -> tuple[IO[bytes], int]:
+    """A seekable reader over a whole shard, and its size."""
+    if is_remote(shard):
+        reader = RetryingReader(shard, block_size=block_size or READ_BLOCK_SIZE)
+        return reader, reader.size  # type: ignore[return-value]
+    handle = open_read(shard)
+    size = int(handle.seek(0, io.SEEK_END))
+    handle.seek(0)
+    return handle, size
+
+
+def list_shard(shard: str, read_suffixes: tuple[str, ...] = ()) -> tar.ShardListing:
+    """A shard's members from its headers (see ``core.tar``); remote shards are read in small blocks.
+
+    Raises ``tar.ShardError`` for a file that is not an uncompressed tar, ``FileNotFoundError``
+    for a missing one.
+    """
+    tar.refuse_compressed(shard)
+    handle, size = _open_shard(shard, tar.LIST_BLOCK_SIZE)
+    with handle:
+        return tar.list_members(handle, size, shard, read_suffixes)
+
+
+def _member_range(uri: str, shard_size: int | None = None) -> tuple[str, int, int]:
+    """``(shard, offset, size)`` of a member, listing its shard if this process has not (or it changed)."""
+    shard, _ = tar.split_member_uri(uri) or (uri, "")
+    found = tar.known_range(uri, shard_size)
+    if found is None:
+        listing = list_shard(shard)
+        member = next((m for m in listing.members if tar.member_uri(shard, m.name) == uri), None)
+        if member is None:
+            tar.known_range(uri)  # raises, naming the refused or missing member
+            raise tar.MemberError(f"shard {shard} has no member {uri[len(shard) + 1:]!r}")
+        found = (member.offset, member.size)
+    return shard, found[0], found[1]
+
+
+def _open_member(uri: str) -> IO[bytes]:
+    shard, _ = tar.split_member_uri(uri) or (uri, "")
+    handle, size = _open_shard(shard)
+    try:
+        _, offset, length = _member_range(uri, size)
+    except BaseException:
+        handle.close()
+        raise
+    return tar.MemberReader(handle, offset, length, uri)  # type: ignore[return-value]

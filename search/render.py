@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core import storage
+from core import storage, tar
 from search.moments import Moment, SearchHit
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def thumbnail_jpeg(uri: str, at_s: float, width: int = THUMB_WIDTH) -> bytes:
     """A JPEG of the frame shown at ``at_s`` seconds (the first frame at or after it), ``width`` px wide."""
     import av
 
-    with storage.open_read(uri) if storage.is_remote(uri) else open(uri, "rb") as f, av.open(f) as container:
+    with open(uri, "rb") if storage.opens_by_path(uri) else storage.open_read(uri) as f, av.open(f) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if stream.time_base is not None and at_s > 0:
@@ -172,6 +172,9 @@ def render_html(moments: list[Moment], query: str, mode: str, searched: int) -> 
     gs_note = ('<p class="note">gs:// videos play from storage.googleapis.com only if the object is public '
                "or this browser is signed in to an account that can read it.</p>"
                if any(m.uri.startswith("gs://") for m in moments) else "")
+    if any(tar.is_member_uri(m.uri) for m in moments):
+        gs_note += ('<p class="note">Videos inside tar shards (<code>shard.tar#member</code>) cannot be opened by a '
+                    "browser from this page: <code>plm-index serve</code> plays them.</p>")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(shorten(query, 80))} - plm-index search</title>"
             f"<style>{_PAGE_STYLE}</style></head><body>"

@@ -214,7 +214,7 @@ class IndexApp:
         if uri is None:
             return Response("not a video of this index", status_code=404, media_type="text/plain")
         media_type = mimetypes.guess_type(uri)[0] or "application/octet-stream"
-        if storage.is_remote(uri):
+        if not storage.opens_by_path(uri):  # remote objects and tar members, range by range
             return self._remote_video(request, uri, media_type)
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         if not os.path.isfile(path):

@@ -117,3 +117,15 @@ def test_browser_urls() -> None:
     assert browser_url("gs://bucket/a dir/v.mp4") == "https://storage.googleapis.com/bucket/a%20dir/v.mp4"
     assert browser_url("https://example.com/v.mp4") == "https://example.com/v.mp4"
     assert browser_url("/videos/a b.mp4") == "file:///videos/a%20b.mp4"
+
+
+def test_page_thumbnails_a_tar_member_and_says_where_it_plays(video: str, tmp_path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(tmp_path / "shard.tar", "w") as archive:
+        archive.add(video, "k.mp4")
+    member = f"{tmp_path}/shard.tar#k.mp4"
+    assert thumbnail_jpeg(member, 3.0) == thumbnail_jpeg(video, 3.0)
+    page = render_html([moment(member, 0, 2.0, 4.0, 0.9, "A pattern moves.")], "pattern", "hybrid", 1)
+    assert 'src="data:image/jpeg;base64,' in page and "plm-index serve</code> plays them" in page
+    assert "plays them" not in render_html([moment(video, 0, 2.0, 4.0, 0.9, "x")], "pattern", "hybrid", 1)

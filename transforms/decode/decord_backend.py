@@ -58,8 +58,9 @@ class DecordDecoder:
         staged_dir = None
         path = info.uri[len("file://"):] if info.uri.startswith("file://") else info.uri
         try:
-            if storage.is_remote(info.uri):
-                # decord reads paths (or whole files into memory): stage remote videos to disk once.
+            if not storage.opens_by_path(info.uri):
+                # decord reads paths (or whole files into memory): stage remote videos and tar
+                # members to a temporary file once (removed after decoding).
                 staged_dir = tempfile.mkdtemp(prefix="plm-decord-")
                 path = os.path.join(staged_dir, "video" + os.path.splitext(info.uri)[1])
                 with storage.open_read(info.uri) as src, open(path, "wb") as dst:

@@ -1,4 +1,4 @@
-"""Discover input videos inside the pipeline: a folder, a glob, a ``gs://`` prefix or glob, or a manifest."""
+"""Discover input videos inside the pipeline: a folder, a glob, a ``gs://`` prefix or glob, a manifest, tar shards."""
 
 from transforms.discover.listing import VIDEO_SUFFIXES, ReadInputs, check_input, is_video, list_source
 from transforms.discover.manifest import MANIFEST_SUFFIXES, is_manifest, load_manifest

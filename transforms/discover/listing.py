@@ -1,5 +1,8 @@
 """Find the inputs of a build inside the pipeline: a folder, a glob, a ``gs://``/``s3://`` prefix, or a manifest.
 
+Any of these may name (or hold) WebDataset-style ``.tar`` shards, each read for its members
+(``transforms/discover/shards.py``); a brace list (``shard-{000000..000099}.tar``) names several.
+
 The launcher never lists an archive, holds it, or embeds it in the job graph: it only checks that
 the input exists (and that a manifest's head is well formed). Listing and manifest reading run on
 workers (``ReadInputs``). A manifest is cut into pieces that are spread over workers before any
@@ -9,13 +12,14 @@ row is read, so the first clips are planned while the rest of the manifest is st
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 
-from core import storage
+from core import storage, tar
 from schemas.records import VideoInput
 from schemas.rows import RunContext
 from schemas.work import InputIgnored, VideoFailed
@@ -28,6 +32,7 @@ from transforms.discover.manifest import (
     read_piece,
     validate,
 )
+from transforms.discover.shards import shard_inputs
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +50,68 @@ def is_glob(source: str) -> bool:
     return any(ch in source for ch in "*?[")
 
 
+MAX_BRACE_NAMES = 1_000_000
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_BRACE_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
+
+
+def expand_braces(source: str) -> list[str]:
+    """The names a brace list stands for, as the shell (and WebDataset) expand them.
+
+    ``{000000..000099}`` is a numeric range, zero-padded to its bounds' width when a bound has a
+    leading zero; ``{a,b}`` is a list; braces holding neither are kept as written. Several brace
+    groups multiply. Refuses more than :data:`MAX_BRACE_NAMES` names.
+    """
+    match = next((m for m in _BRACES.finditer(source) if "," in m[1] or _BRACE_RANGE.fullmatch(m[1])), None)
+    if match is None:
+        return [source]
+    body = match[1]
+    bounds = _BRACE_RANGE.fullmatch(body)
+    if bounds:
+        first, last = int(bounds[1]), int(bounds[2])
+        padded = any(len(b.lstrip("-")) > 1 and b.lstrip("-").startswith("0") for b in bounds.groups())
+        width = max(len(bounds[1]), len(bounds[2])) if padded else 0
+        step = 1 if last >= first else -1
+        if abs(last - first) + 1 > MAX_BRACE_NAMES:
+            raise ValueError(f"input {source}: the brace range {{{body}}} names more than {MAX_BRACE_NAMES} files")
+        choices = [str(n).zfill(width) for n in range(first, last + step, step)]
+    else:
+        choices = body.split(",")
+    head, tail = source[:match.start()], source[match.end():]
+    names: list[str] = []
+    for choice in choices:
+        names.extend(expand_braces(head + choice + tail))
+        if len(names) > MAX_BRACE_NAMES:
+            raise ValueError(f"input {source}: the brace list names more than {MAX_BRACE_NAMES} files")
+    return names
+
+
+def has_braces(source: str) -> bool:
+    """Whether ``source`` holds a brace list or range (``{a,b}``, ``{000..099}``)."""
+    return expand_braces(source) != [source]
+
+
 def check_input(source: str) -> None:
     """Fail fast, before any worker starts, on an input that does not exist or a malformed manifest head."""
     if is_manifest(source):
         load_manifest(source, limit=HEAD_ROWS)
         return
-    if is_glob(source):
-        return  # a glob that matches nothing is an empty run, reported by the accounting line
+    if is_glob(source) or has_braces(source):
+        # A glob that matches nothing is an empty run, reported by the accounting line; a missing
+        # name in a brace list is an error row.
+        return
     if not storage.exists(source):
         raise FileNotFoundError(f"input {source} does not exist: give a folder, a glob, a gs:// or s3:// prefix, "
-                                "or a manifest (.jsonl, .csv, .parquet)")
+                                "a manifest (.jsonl, .csv, .parquet), or .tar shards (a brace list such as "
+                                "shard-{000000..000099}.tar names several)")
 
 
 def list_source(source: str) -> Iterator[str]:
-    """Every file a folder, prefix, glob or single-file input names, each once."""
+    """Every file a folder, prefix, glob, brace list or single-file input names, each once."""
+    names = expand_braces(source)
+    if names != [source]:
+        yield from dict.fromkeys(uri for name in names for uri in list_source(name))
+        return
     if is_glob(source):
         found = storage.glob(source)
     elif storage.is_dir(source):
@@ -92,7 +145,9 @@ class _ReadInputs(beam.DoFn):
 
     def process(self, item: ManifestPiece | str) -> Iterator[Any]:
         if isinstance(item, str):
-            if is_video(item):
+            if tar.is_shard(item) or tar.is_compressed_shard(item):
+                yield from shard_inputs(item, self._run, is_video)
+            elif is_video(item):
                 yield VideoInput(uri=item)
             else:
                 log.info("skipping %s: not a video file extension", item)

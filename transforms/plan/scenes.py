@@ -14,7 +14,7 @@ def detect_scene_cuts(uri: str, threshold: float = 27.0) -> list[float]:
     The detector sees a downscaled copy of each frame (PySceneDetect's auto downscale to
     about 256 px wide), so the cost is dominated by decoding, not by the comparison.
     """
-    handle = storage.open_read(uri) if storage.is_remote(uri) else None
+    handle = None if storage.opens_by_path(uri) else storage.open_read(uri)
     try:
         video = VideoStreamAv(handle if handle is not None else uri, threading_mode="AUTO",
                               suppress_output=True)

@@ -308,3 +308,20 @@ def test_frame_collector_frame_cap(main_plan: VideoClips) -> None:
         collector.tick()
     with pytest.raises(DecodeTimeout, match="frame cap"):
         collector.tick()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tar_member_decodes_as_its_own_file(backend: str, short_video: Path, tmp_path: Path,
+                                              decode: Callable[..., Outcome]) -> None:
+    import tarfile
+
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as archive:
+        archive.add(short_video, "first/short.mp4")
+    member = plan(Path(f"{shard}#first/short.mp4"), 4.0)
+    from_member = run_decoder(member, DecodeConfig(backend=backend))
+    from_file = decode(short_video, backend)
+    assert from_member.error is None and len(from_member.clips) == len(from_file.clips) > 0
+    for ours, theirs in zip(from_member.clips, from_file.clips, strict=True):
+        assert ours.clip.sample_times == theirs.clip.sample_times
+        assert np.array_equal(ours.frames, theirs.frames)

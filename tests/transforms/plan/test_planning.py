@@ -129,6 +129,14 @@ def test_detect_scene_cuts_finds_the_shot_boundaries(scenes_video: Path) -> None
     assert cuts == pytest.approx([2.0, 4.0], abs=0.1)
 
 
+def test_scene_cuts_of_a_tar_member_are_those_of_its_file(scenes_video: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(tmp_path / "shard.tar", "w") as archive:
+        archive.add(scenes_video, "scenes.mp4")
+    assert detect_scene_cuts(f"{tmp_path}/shard.tar#scenes.mp4") == detect_scene_cuts(str(scenes_video))
+
+
 def test_scenes_plan_follows_the_cuts(scenes_video: Path) -> None:
     info = probe(scenes_video)
     cuts = detect_scene_cuts(str(scenes_video))
