@@ -165,13 +165,13 @@ def bbox_map(answer: Answer, positions: Sequence[int], offset: int = 0) -> dict[
 
 
 def sft_line(answer: Answer, video: str, positions: Sequence[int], fps: float, offset: int = 0,
-             cut: str | None = None) -> dict[str, Any]:
+             cut: str | None = None, doubtful: str | None = None) -> dict[str, Any]:
     """One JSONL sample: ``video``, the loader span, ``bbox_map`` for region tasks, two turns.
 
     ``video`` is what the trainer opens (joined onto the dataset's ``root_dir``); ``offset`` is the
     file frame index where that file starts in the source (a cut clip), so times and box keys are
     relative to it. ``source`` is ignored by perception_models' loader and says where the line
-    came from in the index.
+    came from in the index (and, for a doubtful answer kept on request, why it is doubtful).
     """
     first = answer.first
     line: dict[str, Any] = {
@@ -190,7 +190,7 @@ def sft_line(answer: Answer, video: str, positions: Sequence[int], fps: float, o
         "clip_start_s": _finite(answer.sample_times[0]) if answer.sample_times else None,
         "num_frames": len(positions), "answer_start_s": _finite(min(r["start_s"] for r in answer.rows)),
         "answer_end_s": _finite(max(r["end_s"] for r in answer.rows)), "settings_hash": first["settings_hash"],
-        "model_id": first.get("model_id"), "cut": cut,
+        "model_id": first.get("model_id"), "cut": cut, "doubt": doubtful,
     }
     return line
 

@@ -73,6 +73,7 @@ class ExportReport:
     out: str
     written: Counter[str] = field(default_factory=Counter)
     left_out: Counter[str] = field(default_factory=Counter)
+    kept_doubtful: Counter[str] = field(default_factory=Counter)
     filtered_out: int = 0
     cuts: Counter[str] = field(default_factory=Counter)
     cut_errors: list[str] = field(default_factory=list)
@@ -83,7 +84,7 @@ class ExportReport:
         return {"format": FORMAT, "out": self.out, "written": dict(sorted(self.written.items())),
                 "left_out_doubtful": {reason: self.left_out[reason] for reason in DOUBT_REASONS
                                       if self.left_out[reason]},
-                "doubt_reasons": DOUBT_REASONS, "filtered_out_rows": self.filtered_out,
+                "kept_doubtful": dict(self.kept_doubtful), "doubt_reasons": DOUBT_REASONS, "filtered_out_rows": self.filtered_out,
                 "cut_clips": dict(self.cuts), "cut_errors": self.cut_errors, "files": self.files}
 
     def line(self) -> str:
@@ -141,6 +142,7 @@ class _Planned:
     answer: Answer
     positions: list[int]
     fps: float
+    doubt: str | None
 
 
 def export_index(config: ExportConfig) -> ExportReport:
@@ -166,10 +168,12 @@ def export_index(config: ExportConfig) -> ExportReport:
         loader = loader_positions(loader_time(positions[0], fps), loader_time(positions[-1], fps), fps,
                                   int(video["num_frames"]), len(positions))
         reason = doubt(answer, positions, loader)
-        if reason is not None and not config.keep_doubtful:
-            report.left_out[reason] += 1
-            continue
-        planned.append(_Planned(answer, positions, fps))
+        if reason is not None:
+            if not config.keep_doubtful:
+                report.left_out[reason] += 1
+                continue
+            report.kept_doubtful[reason] += 1
+        planned.append(_Planned(answer, positions, fps, reason))
 
     os.makedirs(config.out, exist_ok=True)
     lines: dict[str, list[dict[str, Any]]] = {}
@@ -180,7 +184,8 @@ def export_index(config: ExportConfig) -> ExportReport:
         for item in planned:
             uri = item.answer.first["uri"]
             video = uri[len("file://"):] if uri.startswith("file://") else uri
-            lines.setdefault(item.answer.task, []).append(sft_line(item.answer, video, item.positions, item.fps))
+            lines.setdefault(item.answer.task, []).append(sft_line(item.answer, video, item.positions, item.fps,
+                                                                           doubtful=item.doubt))
     _write_outputs(config, lines, report)
     return report
 
@@ -205,7 +210,7 @@ def _cut_lines(planned: list[_Planned], out: str, report: ExportReport) -> Itera
                     if not _same_times(stream, item):
                         raise CutError(f"{uri}: the file's frame times no longer match the index (was it replaced?)")
                     yield item, sft_line(item.answer, os.path.relpath(cut.path, out), item.positions, item.fps,
-                                         offset=cut.first, cut=cut.method)
+                                         offset=cut.first, cut=cut.method, doubtful=item.doubt)
         except (CutError, OSError) as exc:
             report.cut_errors.append(f"{uri}: {exc}")
 

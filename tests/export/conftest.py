@@ -18,7 +18,7 @@ FPS = 25
 
 
 @pytest.fixture(scope="session")
-def export_index(tmp_path_factory: pytest.TempPathFactory) -> str:
+def built_index(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An index of two 4 s videos in 2 s clips, every task asked.
 
     ``kitchen-keyed.mp4`` has a keyframe every 2 s, so each clip starts on one (cut by stream copy);
@@ -48,7 +48,7 @@ def export_index(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def source_videos(export_index: str) -> dict[str, str]:
+def source_videos(built_index: str) -> dict[str, str]:
     """The two source videos by short name."""
-    folder = Path(export_index).parent / "videos"
+    folder = Path(built_index).parent / "videos"
     return {"keyed": str(folder / "kitchen-keyed.mp4"), "plain": str(folder / "garage-plain.mp4")}
