@@ -176,6 +176,7 @@ def export_index(config: ExportConfig) -> ExportReport:
         planned.append(_Planned(answer, positions, fps, reason))
 
     os.makedirs(config.out, exist_ok=True)
+    _remove_previous_export(config.out)
     lines: dict[str, list[dict[str, Any]]] = {}
     if config.cut_clips:
         for item, line in _cut_lines(planned, config.out, report):
@@ -235,6 +236,24 @@ def _local_copy(uri: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_previous_export(out: str) -> None:
+    """Remove the task files an earlier export to ``out`` wrote (its ``export.json`` lists them), so a
+    narrower export does not leave stale task files beside its own; nothing else is touched."""
+    previous = os.path.join(out, "export.json")
+    if not os.path.isfile(previous):
+        return
+    try:
+        with open(previous, encoding="utf-8") as handle:
+            files = json.load(handle).get("files", [])
+    except (OSError, ValueError):
+        return
+    for name in files:
+        if isinstance(name, str) and name.endswith(".jsonl") and os.path.basename(name) == name:
+            path = os.path.join(out, name)
+            if os.path.isfile(path):
+                os.remove(path)
 
 
 def _write_outputs(config: ExportConfig, lines: dict[str, list[dict[str, Any]]], report: ExportReport) -> None:

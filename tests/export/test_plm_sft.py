@@ -258,6 +258,10 @@ def test_cli_export_and_its_errors(built_index: str, tmp_path: Path, capsys: pyt
     said = capsys.readouterr().out
     assert "exported 4 conversations (caption 4)" in said
     assert "kitchen_caption:\n    annotation: " in (out / "datasets.yaml").read_text()
+    # A narrower export into the same folder replaces the earlier one's task files.
+    assert main(["export", "--index", built_index, "--out", str(out), "--task", "sgqa"]) == 0
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["sgqa.jsonl"]
+    capsys.readouterr()
     for argv, words in [
         (["--out", "gs://bucket/out"], "is remote; give a local folder"),
         (["--out", str(out), "--task", "nope"], "unknown task(s) ['nope']"),
