@@ -266,7 +266,7 @@ def test_cli_export_and_its_errors(built_index: str, tmp_path: Path, capsys: pyt
         (["--out", "gs://bucket/out"], "is remote; give a local folder"),
         (["--out", str(out), "--task", "nope"], "unknown task(s) ['nope']"),
         (["--out", str(out), "--from", "5", "--to", "1"], "--to (1.0) must be after --from (5.0)"),
-        (["--out", str(out / "caption.jsonl")], "is a file; give a folder"),
+        (["--out", str(out / "sgqa.jsonl")], "is a file; give a folder"),
     ]:
         assert main(["export", "--index", built_index, *argv]) == 2
         assert words in capsys.readouterr().err
