@@ -198,7 +198,7 @@ def _cut_lines(planned: list[_Planned], out: str, report: ExportReport) -> Itera
         by_video.setdefault(item.answer.first["uri"], []).append(item)
     for uri, items in sorted(by_video.items()):
         try:
-            with _local_copy(uri) as source:
+            with local_copy(uri) as source:
                 stream = stream_frames(source)
                 cuts: dict[tuple[int, int], Any] = {}
                 for item in items:
@@ -223,8 +223,12 @@ def _same_times(stream: StreamFrames, item: _Planned) -> bool:
 
 
 @contextmanager
-def _local_copy(uri: str) -> Iterator[str]:
-    """A local path of ``uri``: the file itself, or a temporary download of a remote object."""
+def local_copy(uri: str) -> Iterator[str]:
+    """A local path of ``uri``: the file itself, or a temporary download of a remote object.
+
+    ffmpeg and ffprobe read local files; a remote source is fetched once per video (through
+    ``core.storage``, with its retries) and removed when its clips are cut.
+    """
     if not storage.is_remote(uri):
         yield uri[len("file://"):] if uri.startswith("file://") else uri
         return

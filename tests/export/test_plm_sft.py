@@ -274,3 +274,20 @@ def test_cli_export_and_its_errors(built_index: str, tmp_path: Path, capsys: pyt
     assert "nothing-here" in capsys.readouterr().err
     with pytest.raises(ExportError, match="unknown export format 'csv'"):
         export_index(ExportConfig(index=built_index, out=str(out), format="csv"))
+
+
+def test_a_remote_source_is_fetched_once_for_cutting(gcs_emulator, source_videos: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    from core import storage
+    from export.cuts import cut_clip, stream_frames
+    from export.run import local_copy
+
+    bucket = gcs_emulator.create_bucket("export")
+    uri = f"gs://{bucket}/videos/kitchen-keyed.mp4"
+    data = Path(source_videos["keyed"]).read_bytes()
+    storage.write_bytes(uri, data)
+    with local_copy(uri) as path:
+        assert not storage.is_remote(path) and Path(path).read_bytes() == data
+        cut = cut_clip(path, stream_frames(path), 50, 99, str(tmp_path / "clip.mp4"))
+    assert not Path(path).exists(), "the download is removed once the clips are cut"
+    assert cut.method == "copy" and len(frame_times(cut.path)) == 50
