@@ -202,14 +202,17 @@ def _cut_lines(planned: list[_Planned], out: str, report: ExportReport) -> Itera
                 stream = stream_frames(source)
                 cuts: dict[tuple[int, int], Any] = {}
                 for item in items:
+                    if not _same_times(stream, item):
+                        # The file's frames are not where the index's times put them (variable frame
+                        # rate, or a file replaced since it was indexed): the trainer would see others.
+                        report.left_out["sampling_differs"] += 1
+                        continue
                     span = (item.positions[0], item.positions[-1])
                     if span not in cuts:
                         name = f"{item.answer.first['video_id'][:16]}-{span[0]:07d}-{span[1]:07d}.mp4"
                         cuts[span] = cut_clip(source, stream, span[0], span[1], os.path.join(out, "clips", name))
                         report.cuts[cuts[span].method] += 1
                     cut = cuts[span]
-                    if not _same_times(stream, item):
-                        raise CutError(f"{uri}: the file's frame times no longer match the index (was it replaced?)")
                     yield item, sft_line(item.answer, os.path.relpath(cut.path, out), item.positions, item.fps,
                                          offset=cut.first, cut=cut.method, doubtful=item.doubt)
         except (CutError, OSError) as exc:

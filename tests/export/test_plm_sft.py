@@ -291,3 +291,22 @@ def test_a_remote_source_is_fetched_once_for_cutting(gcs_emulator, source_videos
         cut = cut_clip(path, stream_frames(path), 50, 99, str(tmp_path / "clip.mp4"))
     assert not Path(path).exists(), "the download is removed once the clips are cut"
     assert cut.method == "copy" and len(frame_times(cut.path)) == 50
+
+
+def test_a_file_whose_frames_moved_since_indexing_is_not_cut(built_index: str, source_videos: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    # The indexed file replaced by a 30 fps encode of the same picture: frame 25 is no longer at 1.0 s.
+    from core.media import make_video
+    from export.plm_sft import frame_positions
+    from export.run import ExportReport, _cut_lines, _Planned
+
+    replaced = make_video(str(tmp_path / "replaced.mp4"), "testsrc=size=320x240:rate=30", 4)
+    row = next(r for r in read_current(built_index, "segments").to_pylist() if r["task"] == "caption")
+    answer = Answer(({**row, "uri": replaced},))
+    report = ExportReport(out=str(tmp_path))
+    planned = [_Planned(answer, frame_positions(row["frame_timestamps"], FPS), float(FPS), None)]
+    assert list(_cut_lines(planned, str(tmp_path / "out"), report)) == []
+    assert report.left_out == Counter({"sampling_differs": 1}) and not report.cuts
+    # The same answer on the file it was indexed from is cut.
+    kept = [_Planned(Answer((row,)), planned[0].positions, float(FPS), None)]
+    assert len(list(_cut_lines(kept, str(tmp_path / "out"), report))) == 1 and sum(report.cuts.values()) == 1
