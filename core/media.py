@@ -66,6 +66,14 @@ def ffmpeg_binary() -> str:
     return found
 
 
+def ffprobe_binary() -> str:
+    """The ffprobe executable (it comes with ffmpeg), or a clear error saying how to get one."""
+    found = shutil.which("ffprobe")
+    if not found:
+        raise RuntimeError("ffprobe is not installed: install ffmpeg, which brings it (Debian: apt-get install ffmpeg)")
+    return found
+
+
 def make_video(path: str, source: str, seconds: float, codec: str = "libx264", extra: list[str] | None = None) -> str:
     """Encode ``seconds`` of an FFmpeg lavfi test source to ``path`` (no shell involved)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -289,6 +289,45 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``export`` subcommand's flags: the search filters, plus what and how to write."""
+    export = commands.add_parser("export", help="write the index's answers as PLM fine-tuning data (JSONL)")
+    export.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
+    export.add_argument("--format", default="plm-sft", choices=["plm-sft"],
+                        help="perception_models' SFT JSONL (video + conversations; the only format)")
+    export.add_argument("--out", required=True, help="local folder for TASK.jsonl, datasets.yaml, export.json")
+    export.add_argument("--cut-clips", action="store_true",
+                        help="cut each clip to OUT/clips/ (stream copy from a keyframe, else re-encode)")
+    export.add_argument("--keep-doubtful", action="store_true",
+                        help="keep answers that may be wrong (unparsed, clamped, read differently by the "
+                             "benchmark, wrong option, empty) or whose frames the trainer would not sample")
+    export.add_argument("--dataset", default="plm_index", help="dataset name prefix in datasets.yaml")
+    export.add_argument("--video", default=None, help="only videos whose uri (or file name) matches this glob")
+    export.add_argument("--task", default=None, help="only answers of this task (caption, fgqa, ...)")
+    export.add_argument("--from", dest="start_s", type=float, default=None, metavar="SECONDS",
+                        help="only segments that end after this time")
+    export.add_argument("--to", dest="end_s", type=float, default=None, metavar="SECONDS",
+                        help="only segments that start before this time")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``plm-index export``: imports ``export`` (index reading, search's filters, ffmpeg), no Beam, no torch."""
+    from export import ExportConfig, ExportError, export_index
+    from index.layout import LegacyIndexError
+    from search import SearchFilters
+
+    filters = SearchFilters(video=args.video, task=args.task, start_s=args.start_s, end_s=args.end_s)
+    config = ExportConfig(index=args.index, out=args.out, format=args.format, filters=filters,
+                          keep_doubtful=args.keep_doubtful, cut_clips=args.cut_clips, dataset=args.dataset)
+    try:
+        report = export_index(config)
+    except (ExportError, FileNotFoundError, LegacyIndexError, RuntimeError) as exc:
+        print(f"plm-index export: {exc}", file=sys.stderr)
+        return 2
+    print(report.line())
+    return 1 if report.cut_errors else 0
+
+
 # Commands that never touch Beam or torch: parsed without the build's flags, so they start fast.
 LIGHT_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "search": (add_search_parser, cmd_search),
@@ -297,6 +336,7 @@ LIGHT_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Ca
     "status": (add_status_parser, cmd_status),
     "compact": (add_compact_parser, cmd_compact),
     "migrate": (add_migrate_parser, cmd_migrate),
+    "export": (add_export_parser, cmd_export),
 }
 
 

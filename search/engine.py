@@ -117,10 +117,8 @@ class SearchEngine:
         if filters.task is not None:
             values, codes = part.filter_column("task")
             keep &= (np.asarray(values, dtype=object) == filters.task)[codes] if values else False
-        if filters.start_s is not None:
-            keep &= part.filter_column("end_s") > filters.start_s
-        if filters.end_s is not None:
-            keep &= part.filter_column("start_s") < filters.end_s
+        keep &= filters.time_overlaps(part.filter_column("start_s") if filters.end_s is not None else None,
+                                      part.filter_column("end_s") if filters.start_s is not None else None)
         return keep
 
     def _candidates(self, part: Part, qvec: np.ndarray, lexical: np.ndarray, allowed: np.ndarray | None,

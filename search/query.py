@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 # Queries are cut to this many characters, then to this many distinct terms.
 MAX_QUERY_CHARS = 2_000
@@ -141,3 +142,33 @@ class SearchFilters:
         assert self.video is not None
         return np.array([fnmatch.fnmatchcase(u, self.video) or fnmatch.fnmatchcase(u.rsplit("/", 1)[-1], self.video)
                          for u in uris], dtype=bool)
+
+    def time_overlaps(self, start_s: np.ndarray | None, end_s: np.ndarray | None) -> np.ndarray | bool:
+        """Which spans overlap the time range: ending after ``--from`` and starting before ``--to``.
+
+        Only the column a bound needs is read: ``end_s`` for ``--from``, ``start_s`` for ``--to``
+        (the other may be None). True where no bound is set.
+        """
+        keep: np.ndarray | bool = True
+        if self.start_s is not None:
+            assert end_s is not None
+            keep = np.asarray(end_s) > self.start_s
+        if self.end_s is not None:
+            assert start_s is not None
+            keep = keep & (np.asarray(start_s) < self.end_s)
+        return keep
+
+    def table_mask(self, table: pa.Table) -> np.ndarray:
+        """Which rows of ``table`` (with ``uri``, ``task``, ``start_s``, ``end_s``) pass every filter.
+
+        The row-table form of the rule the search engine applies to its units; ``plm-index export``
+        selects index rows with it, so a filter means the same in both commands.
+        """
+        keep = np.ones(table.num_rows, dtype=bool)
+        if self.video is not None:
+            keep &= self.uri_matches(table.column("uri").to_pylist())
+        if self.task is not None:
+            keep &= np.asarray(table.column("task").to_pylist(), dtype=object) == self.task
+        starts = table.column("start_s").to_numpy() if self.end_s is not None else None
+        ends = table.column("end_s").to_numpy() if self.start_s is not None else None
+        return keep & self.time_overlaps(starts, ends)
