@@ -31,6 +31,8 @@ from typing import IO, Any, ParamSpec, TypeVar
 import fsspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from core.paths import local_path
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -199,7 +201,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         fs = fsspec.filesystem(protocol)
     path = uri if protocol == "file" else fs._strip_protocol(uri)
     if protocol == "file" and uri.startswith("file://"):
-        path = uri[len("file://"):]
+        path = local_path(uri)
     return fs, path
 
 

@@ -10,13 +10,27 @@ Frames travel as raw bytes over a pipe straight into arrays the parent allocates
 pixel data: pickling a clip through a queue cost about 100 ms on two cores, the raw copy a few).
 A sender thread in the child keeps one decoded clip in flight, so decoding the next clip overlaps
 the parent's work on the current one.
+
+The time limit bounds decoding alone: it counts only the time the parent spends waiting for the
+child's next clip. The child's start (seconds of imports, announced by a ready message) and the time
+the parent's consumers hold a clip (inference of earlier clips) never count.
+
+The child dies with its parent, however the parent ends (SIGTERM, SIGINT, SIGKILL): it watches a
+pipe that only the parent holds open (end of file when the parent is gone, for any reason) and the
+parent's pid, and on Linux also asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``) where that is safe: the kernel ties that signal to the *thread* that
+started the child, so it is set only when the parent's main thread started it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,8 +45,49 @@ from transforms.decode.base import DecodeError, DecodeTimeout
 
 log = logging.getLogger(__name__)
 
-_CLIP, _DONE, _ERROR = "clip", "done", "error"
+_CLIP, _DONE, _ERROR, _READY = "clip", "done", "error", "ready"
 POLL_S = 2.0
+# How long a starting child may take to import its libraries before it is declared dead (not decode time).
+START_TIMEOUT_S = 600.0
+# How often the child's watchdog looks at its parent.
+WATCHDOG_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def _ask_kernel_for_death_signal() -> None:
+    """Linux: SIGKILL this process when the thread that started it exits (best effort, via prctl)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError) as exc:
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+
+
+def die_with_parent(parent_pid: int, lifeline: Any, kernel_signal: bool) -> None:
+    """In a child: end this process at once when ``parent_pid`` ends, however it ends.
+
+    ``lifeline`` is the read end of a pipe whose write end only the parent holds: it reads end of
+    file when the parent is gone, even after SIGKILL. The parent's pid is checked too (re-parented
+    children see another ``getppid``). With ``kernel_signal`` the kernel also sends SIGKILL
+    (``PR_SET_PDEATHSIG``), which works even while this process is stuck in native code.
+    """
+    if kernel_signal:
+        _ask_kernel_for_death_signal()
+
+    def watch() -> None:
+        while True:
+            try:
+                gone = lifeline.poll(WATCHDOG_POLL_S)  # True at end of file: the parent closed it or died
+            except (OSError, EOFError):
+                gone = True
+            if gone or os.getppid() != parent_pid:
+                os._exit(70)  # not sys.exit: the main thread may be stuck in native code
+
+    if os.getppid() != parent_pid:
+        os._exit(70)
+    threading.Thread(target=watch, daemon=True, name="plm-index-parent-watchdog").start()
 
 
 def _arrays_of(clip: ClipFrames) -> list[np.ndarray]:
@@ -48,11 +103,15 @@ def _send_clip(conn: Any, clip: ClipFrames) -> None:
         conn.send_bytes(memoryview(array).cast("B"))
 
 
-def _serve(requests: Any, conn: Any) -> None:
-    """Child process: decode each requested video and stream its clips back."""
+def _serve(requests: Any, conn: Any, parent_pid: int | None = None, lifeline: Any = None,
+           kernel_signal: bool = False) -> None:
+    """Child process: decode each requested video and stream its clips back (after a ready message)."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid, lifeline, kernel_signal)
     import torchvision_shim  # noqa: F401
     from transforms.decode.backends import decoder_for
 
+    conn.send((_READY, None, None))
     outbox: queue.Queue = queue.Queue(maxsize=1)
 
     def sender() -> None:
@@ -85,6 +144,8 @@ class IsolatedDecoder:
         self._process: Any = None
         self._requests: Any = None
         self._results: Any = None
+        self._lifeline: Any = None
+        self._ready = False
 
     def start(self) -> None:
         """Start the child now (it takes seconds to import its libraries), if it is not running."""
@@ -94,10 +155,33 @@ class IsolatedDecoder:
     def _start(self) -> None:
         self._requests = self._context.Queue()
         self._results, child_end = self._context.Pipe(duplex=False)
-        self._process = self._context.Process(target=_serve, args=(self._requests, child_end), daemon=True,
-                                              name="plm-index-decoder")
+        lifeline_child, self._lifeline = self._context.Pipe(duplex=False)
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._process = self._context.Process(target=_serve, daemon=True, name="plm-index-decoder",
+                                              args=(self._requests, child_end, os.getpid(), lifeline_child,
+                                                    main_thread))
         self._process.start()
+        self._ready = False
         child_end.close()
+        lifeline_child.close()
+
+    def _await_ready(self) -> None:
+        """Wait for the started child's ready message; its start never counts against a video's limit."""
+        if self._ready:
+            return
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._results.poll(POLL_S):
+            if not self._process.is_alive():
+                raise DecodeError(f"the decode process died while starting (exit code {self._process.exitcode})")
+            if time.monotonic() > deadline:
+                raise DecodeError(f"the decode process did not start within {START_TIMEOUT_S:g} s")
+        try:
+            kind, _, _ = self._results.recv()
+        except EOFError:
+            raise DecodeError(f"the decode process died while starting (exit code {self._process.exitcode})") from None
+        if kind != _READY:
+            raise DecodeError(f"the decode process sent {kind!r} before it was ready")
+        self._ready = True
 
     def close(self) -> None:
         """Stop the child process."""
@@ -107,6 +191,7 @@ class IsolatedDecoder:
             self._process.join(timeout=5)
             self._process = None
             self._results.close()
+            self._lifeline.close()
 
     def _receive(self, header: ClipFrames, layout: list[tuple[tuple[int, ...], str]]) -> ClipFrames:
         arrays = []
@@ -118,18 +203,26 @@ class IsolatedDecoder:
         return replace(header, frames=arrays[0], region_frames=regions)
 
     def decode(self, video: VideoClips, config: DecodeConfig) -> Iterator[ClipFrames]:
-        """Decode in the child; past ``config.timeout_s`` the child is killed and DecodeTimeout raised."""
-        self.start()
-        deadline = time.monotonic() + config.timeout_s
-        self._requests.put((video, config))
+        """Decode in the child; past ``config.timeout_s`` of decoding the child is killed and DecodeTimeout raised.
+
+        Only the time spent waiting for the child's next clip counts: the child's start and the
+        time the caller holds a yielded clip do not.
+        """
         finished = False
         try:
+            self.start()
+            self._await_ready()
+            self._requests.put((video, config))
+            waited = 0.0
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = config.timeout_s - waited
                 if remaining <= 0:
                     raise DecodeTimeout(f"decoding took longer than the {config.timeout_s:g} s limit; "
                                         "the decode process was killed")
-                if not self._results.poll(min(remaining, POLL_S)):
+                asked = time.monotonic()
+                ready = self._results.poll(min(remaining, POLL_S))
+                if not ready:
+                    waited += time.monotonic() - asked
                     if not self._process.is_alive():
                         raise DecodeError(f"the decode process died (exit code {self._process.exitcode})")
                     continue
@@ -138,6 +231,7 @@ class IsolatedDecoder:
                     clip = self._receive(payload, message) if kind == _CLIP else None
                 except EOFError:
                     raise DecodeError(f"the decode process died (exit code {self._process.exitcode})") from None
+                waited += time.monotonic() - asked
                 if kind == _CLIP:
                     yield clip
                 elif kind == _DONE:

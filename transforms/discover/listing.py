@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 
 from core import storage
+from core.paths import local_path, uri_of_local_path, walk_files
 from schemas.records import VideoInput
 from schemas.rows import RunContext
 from schemas.work import InputIgnored, VideoFailed
@@ -45,27 +46,47 @@ def is_glob(source: str) -> bool:
     return any(ch in source for ch in "*?[")
 
 
+def is_pattern(source: str) -> bool:
+    """Whether ``source`` is read as a glob: it has glob characters and no file or folder has that exact name.
+
+    An existing path is always taken literally, so ``clips [2024]/`` is that folder, not a pattern.
+    """
+    return is_glob(source) and not storage.exists(source)
+
+
 def check_input(source: str) -> None:
     """Fail fast, before any worker starts, on an input that does not exist or a malformed manifest head."""
     if is_manifest(source):
         load_manifest(source, limit=HEAD_ROWS)
         return
-    if is_glob(source):
-        return  # a glob that matches nothing is an empty run, reported by the accounting line
+    if is_pattern(source):
+        return  # a glob that matches nothing is an empty run: the build reports it after the run
     if not storage.exists(source):
         raise FileNotFoundError(f"input {source} does not exist: give a folder, a glob, a gs:// or s3:// prefix, "
                                 "or a manifest (.jsonl, .csv, .parquet)")
 
 
 def list_source(source: str) -> Iterator[str]:
-    """Every file a folder, prefix, glob or single-file input names, each once."""
-    if is_glob(source):
+    """Every file a folder, prefix, glob or single-file input names, each once, as index URIs.
+
+    Local folders are walked following symlinked folders, each real folder once (a loop is logged
+    and skipped). Local names that are not UTF-8 become percent-encoded ``file://`` URIs
+    (``core.paths``), so every input survives its name.
+    """
+    if is_pattern(source):
         found = storage.glob(source)
     elif storage.is_dir(source):
-        found = storage.list_files(source)
+        if storage.is_remote(source):
+            found = storage.list_files(source)
+        else:
+            skipped: list[str] = []
+            found = walk_files(local_path(source), skipped)
+            for path in skipped:
+                log.warning("skipping %s: a folder already listed (symlink loop), a dangling link or not a file",
+                            uri_of_local_path(path))
     else:
         found = [source]
-    yield from dict.fromkeys(found)
+    yield from dict.fromkeys(uri if storage.is_remote(uri) else uri_of_local_path(uri) for uri in found)
 
 
 class _PlanInputs(beam.DoFn):
@@ -122,7 +143,8 @@ class ReadInputs(beam.PTransform):
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         return (pipeline
-                | "Source" >> beam.Create([self.source])
+                | "Source" >> beam.Create([self.source if storage.is_remote(self.source)
+                                          else uri_of_local_path(self.source)])
                 | "Plan" >> beam.ParDo(_PlanInputs())
                 # Spread manifest pieces (or listed files) over workers; rows are read after this.
                 | "Spread" >> beam.Reshuffle()

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from core import storage
+from core.paths import local_path
 from schemas.manifest import ManifestError, ManifestRow
 from schemas.records import VideoInput
 from tasks import check_task_names
@@ -62,7 +63,7 @@ def is_manifest(source: str) -> bool:
 
 
 def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return local_path(uri)
 
 
 def resolve(manifest_uri: str, uri: str) -> str:
