@@ -15,22 +15,16 @@ The time limit bounds decoding alone: it counts only the time the parent spends 
 child's next clip. The child's start (seconds of imports, announced by a ready message) and the time
 the parent's consumers hold a clip (inference of earlier clips) never count.
 
-The child dies with its parent, however the parent ends (SIGTERM, SIGINT, SIGKILL): it watches a
-pipe that only the parent holds open (end of file when the parent is gone, for any reason) and the
-parent's pid, and on Linux also asks the kernel for SIGKILL when its parent dies
-(``PR_SET_PDEATHSIG``) where that is safe: the kernel ties that signal to the *thread* that
-started the child, so it is set only when the parent's main thread started it.
+The child dies with its parent, however the parent ends (SIGTERM, SIGINT, SIGKILL): it starts
+through ``core.lifeline.run_child``, whose watchdog runs before any heavy import.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing as mp
 import os
 import queue
-import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from core.lifeline import run_child
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, DecodeTimeout
@@ -49,45 +44,6 @@ _CLIP, _DONE, _ERROR, _READY = "clip", "done", "error", "ready"
 POLL_S = 2.0
 # How long a starting child may take to import its libraries before it is declared dead (not decode time).
 START_TIMEOUT_S = 600.0
-# How often the child's watchdog looks at its parent.
-WATCHDOG_POLL_S = 0.5
-_PR_SET_PDEATHSIG = 1
-
-
-def _ask_kernel_for_death_signal() -> None:
-    """Linux: SIGKILL this process when the thread that started it exits (best effort, via prctl)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError) as exc:
-        log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
-
-
-def die_with_parent(parent_pid: int, lifeline: Any, kernel_signal: bool) -> None:
-    """In a child: end this process at once when ``parent_pid`` ends, however it ends.
-
-    ``lifeline`` is the read end of a pipe whose write end only the parent holds: it reads end of
-    file when the parent is gone, even after SIGKILL. The parent's pid is checked too (re-parented
-    children see another ``getppid``). With ``kernel_signal`` the kernel also sends SIGKILL
-    (``PR_SET_PDEATHSIG``), which works even while this process is stuck in native code.
-    """
-    if kernel_signal:
-        _ask_kernel_for_death_signal()
-
-    def watch() -> None:
-        while True:
-            try:
-                gone = lifeline.poll(WATCHDOG_POLL_S)  # True at end of file: the parent closed it or died
-            except (OSError, EOFError):
-                gone = True
-            if gone or os.getppid() != parent_pid:
-                os._exit(70)  # not sys.exit: the main thread may be stuck in native code
-
-    if os.getppid() != parent_pid:
-        os._exit(70)
-    threading.Thread(target=watch, daemon=True, name="plm-index-parent-watchdog").start()
 
 
 def _arrays_of(clip: ClipFrames) -> list[np.ndarray]:
@@ -103,11 +59,8 @@ def _send_clip(conn: Any, clip: ClipFrames) -> None:
         conn.send_bytes(memoryview(array).cast("B"))
 
 
-def _serve(requests: Any, conn: Any, parent_pid: int | None = None, lifeline: Any = None,
-           kernel_signal: bool = False) -> None:
+def _serve(requests: Any, conn: Any) -> None:
     """Child process: decode each requested video and stream its clips back (after a ready message)."""
-    if parent_pid is not None:
-        die_with_parent(parent_pid, lifeline, kernel_signal)
     import torchvision_shim  # noqa: F401
     from transforms.decode.backends import decoder_for
 
@@ -157,9 +110,11 @@ class IsolatedDecoder:
         self._results, child_end = self._context.Pipe(duplex=False)
         lifeline_child, self._lifeline = self._context.Pipe(duplex=False)
         main_thread = threading.current_thread() is threading.main_thread()
-        self._process = self._context.Process(target=_serve, daemon=True, name="plm-index-decoder",
-                                              args=(self._requests, child_end, os.getpid(), lifeline_child,
-                                                    main_thread))
+        # The child starts in core.lifeline (standard library only) so that it dies with this process
+        # even while it is still importing its decoders.
+        self._process = self._context.Process(target=run_child, daemon=True, name="plm-index-decoder",
+                                              args=(os.getpid(), lifeline_child, main_thread,
+                                                    f"{__name__}:_serve", self._requests, child_end))
         self._process.start()
         self._ready = False
         child_end.close()
