@@ -15,6 +15,7 @@ from typing import Any
 import av
 
 from core import storage
+from core.paths import local_path
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ def open_container(uri: str) -> Iterator[Any]:
         with storage.open_read(uri) as handle, av.open(handle, mode="r") as container:
             yield container
     else:
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        with av.open(path, mode="r") as container:
+        with av.open(local_path(uri), mode="r") as container:
             yield container
 
 

@@ -35,6 +35,7 @@ import fsspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from core import tar
+from core.paths import local_path
 from core.readers import SizedReader
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         fs = fsspec.filesystem(protocol)
     path = uri if protocol == "file" else fs._strip_protocol(uri)
     if protocol == "file" and uri.startswith("file://"):
-        path = uri[len("file://"):]
+        path = local_path(uri)
     return fs, path
 
 

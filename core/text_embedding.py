@@ -175,7 +175,9 @@ class MiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            encodings = self._tokenizer.encode_batch([texts[i] for i in chosen])
+            # Lone surrogates (bytes that were not UTF-8) are replaced: the tokenizer takes only valid text.
+            encodings = self._tokenizer.encode_batch([texts[i].encode("utf-8", "replace").decode("utf-8")
+                                                      for i in chosen])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
             out[chosen] = self._encode_ids(ids, mask)

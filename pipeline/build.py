@@ -69,6 +69,31 @@ class BuildSummary:
         return Accounting(**fields).line(self.run_id)
 
 
+class OutputPathError(ValueError):
+    """``--output`` cannot hold an index: it, or a folder above it, is a file."""
+
+
+def check_output(output: str) -> None:
+    """Fail fast, before any worker starts, on a local ``--output`` that is (or is inside) a file."""
+    from core import storage
+    from core.paths import local_path
+
+    if storage.is_remote(output):
+        return
+    path = os.path.abspath(local_path(output))
+    while True:
+        if os.path.isdir(path):
+            return
+        if os.path.lexists(path):
+            what = "is a file" if path == os.path.abspath(local_path(output)) else f"is inside the file {path}"
+            raise OutputPathError(f"--output {output} {what}, not a folder: give a folder for the index "
+                                  "(it is created if missing)")
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
 def new_run_id() -> str:
     """A sortable, unique run id."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -112,6 +137,7 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
     """
     check_task_names(config.tasks)
     check_input(config.input)
+    check_output(config.output)
     ensure_format(config.output)
     run = RunContext(run_id=new_run_id(), settings_hash=config.settings_hash(), model_id=config.model.model,
                      generation=config.generation_json(), pipeline_version=PIPELINE_VERSION,
@@ -133,7 +159,10 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
         pipeline(p, config, run, record, config.model.model, progress_file, force)
         p.run().wait_until_finish()
     except BaseException as exc:
-        write_run(config.output, record.failed(f"{type(exc).__name__}: {exc}"))
+        try:
+            write_run(config.output, record.failed(f"{type(exc).__name__}: {exc}"))
+        except OSError as record_exc:  # e.g. the disk that failed the run is still full: report the run's error
+            log.warning("could not record run %s as failed in %s: %s", run.run_id, config.output, record_exc)
         raise
     finally:
         stop.set()

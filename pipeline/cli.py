@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -35,6 +36,39 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("plm_index").setLevel(logging.INFO)
     for noisy in ("apache_beam", "transformers", "urllib3", "google", "gcsfs", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    # A failed job is reported once by the command, with the path it concerns; Beam's own log of it
+    # is a traceback (shown with -v).
+    logging.getLogger("apache_beam.runners").setLevel(logging.WARNING if verbose else logging.CRITICAL)
+
+
+# Errors that mean the output cannot be written (full disk, quota, read-only, permissions, a file in the way).
+_WRITE_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                           errno.EISDIR, errno.EFBIG))
+
+
+def _write_error_in(exc: BaseException) -> OSError | None:
+    """The OSError about writing somewhere in ``exc``'s chain (Beam wraps a worker's error in its own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _WRITE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def build_failure_message(exc: BaseException, output: str) -> str:
+    """One line for a build that failed while running: the path it concerns and what to do, no traceback."""
+    write_error = _write_error_in(exc)
+    if write_error is None and "No space left on device" in str(exc):
+        write_error = OSError(errno.ENOSPC, "No space left on device")
+    if write_error is not None:
+        where = write_error.filename or output
+        return (f"plm-index build: cannot write {where}: {write_error.strerror or write_error} (index {output}). "
+                "Free space or fix the folder, then run again: committed videos are kept, a rerun redoes the rest")
+    return (f"plm-index build: the run failed writing {output}: {type(exc).__name__}: {exc} "
+            "(run with -v for the details)")
 
 
 def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -55,7 +89,21 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
     except (ValidationError, ManifestError, FileNotFoundError, ValueError, LegacyIndexError) as exc:
         print(f"plm-index build: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"plm-index build: interrupted; committed videos are kept in {args.output}, a rerun redoes the rest",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a failed run ends in one clear line, never a traceback
+        log.debug("build failed", exc_info=True)
+        if args.verbose:
+            log.exception("build failed")
+        print(build_failure_message(exc, args.output), file=sys.stderr)
+        return 1
     print(summary.line())
+    if summary.inputs == 0 and not getattr(args, "allow_empty", False):
+        print(f"plm-index build: no input found in {args.input} (an empty folder or manifest, or a glob that "
+              "matches nothing); check --input, or pass --allow-empty to accept an empty run", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -52,6 +52,8 @@ def add_build_flags(parser: argparse.ArgumentParser) -> None:
                         help="leave the run's per-video commits as they are (default: merge them into large files "
                              "once the run has finished; see plm-index compact)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="accept a run that finds no input (default: it is an error, exit status 2)")
 
 
 def build_config(args: argparse.Namespace, model: str) -> BuildConfig:

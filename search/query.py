@@ -82,6 +82,19 @@ def tokenize(text: str | None) -> list[str]:
     return terms
 
 
+def clean_query_text(query: str) -> str:
+    """The query as valid Unicode: bytes that were not UTF-8 become U+FFFD, so no encoder downstream fails.
+
+    A command-line argument that is not valid UTF-8 reaches Python as lone surrogates
+    (``surrogateescape``); a JSON or URL query may hold lone surrogates too. The tokenizer of the
+    query embedder and every UTF-8 writer reject them, so each such byte is replaced instead.
+    """
+    try:
+        return query.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate outside the escaped-byte range
+        return query.encode("utf-8", "replace").decode("utf-8")
+
+
 def query_terms(query: str) -> list[str]:
     """The distinct searchable terms of a query, in order, at most ``MAX_QUERY_TERMS``.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core import storage, tar
+from core.paths import local_path
 from search.moments import Moment, SearchHit
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def thumbnail_jpeg(uri: str, at_s: float, width: int = THUMB_WIDTH) -> bytes:
     """A JPEG of the frame shown at ``at_s`` seconds (the first frame at or after it), ``width`` px wide."""
     import av
 
-    with open(uri, "rb") if storage.opens_by_path(uri) else storage.open_read(uri) as f, av.open(f) as container:
+    with open(local_path(uri), "rb") if storage.opens_by_path(uri) else storage.open_read(uri) as f, av.open(f) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if stream.time_base is not None and at_s > 0:

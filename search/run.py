@@ -6,19 +6,23 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
 
 from search.engine import DEFAULT_MODE, MODES, SearchEngine
 from search.moments import DEFAULT_MERGE_GAP_S, Moment
-from search.query import EmptyIndexError, SearchFilters, SearchQueryError, query_terms
+from search.query import EmptyIndexError, SearchFilters, SearchQueryError, clean_query_text, query_terms
 from search.render import format_table, hits_to_json, render_html
 
 
-def check_request(query: str, mode: str, limit: int, filters: SearchFilters | None) -> SearchFilters:
-    """Reject an unusable query, mode, limit or filter before the index is read; return the filters."""
+def check_request(query: str, mode: str, limit: int, filters: SearchFilters | None,
+                  min_score: float | None = None) -> SearchFilters:
+    """Reject an unusable query, mode, limit, filter or score floor before the index is read; return the filters."""
     query_terms(query)
+    if min_score is not None and not math.isfinite(min_score):
+        raise SearchQueryError(f"--min-score must be a finite number (a score floor such as 0.3), not {min_score}")
     if mode not in MODES:
         raise SearchQueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
     if limit < 1:
@@ -36,7 +40,8 @@ def search_moments(engine: SearchEngine, query: str, limit: int = 10, *, mode: s
     Raises ``SearchQueryError`` for an unusable request and ``EmptyIndexError`` if the index holds
     nothing searchable.
     """
-    filters = check_request(query, mode, limit, filters)
+    query = clean_query_text(query)
+    filters = check_request(query, mode, limit, filters, min_score)
     if engine.num_rows == 0:
         raise EmptyIndexError(f"the index at {engine.location} has no searchable segments (no video is committed "
                               "there yet, or none produced text)")
@@ -53,7 +58,8 @@ def run_search(index: str, query: str, limit: int = 10, as_json: bool = False, *
     ``FileNotFoundError`` if there is no index there, ``SearchQueryError`` for an unusable query,
     mode, limit or filter and ``EmptyIndexError`` if the index holds nothing searchable.
     """
-    check_request(query, mode, limit, filters)  # a bad request is reported before the index is read
+    query = clean_query_text(query)
+    check_request(query, mode, limit, filters, min_score)  # a bad request is reported before the index is read
     engine = SearchEngine.open(index, embedding_model)
     moments = search_moments(engine, query, limit, mode=mode, filters=filters, min_score=min_score,
                              merge_gap_s=merge_gap_s)

@@ -39,6 +39,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from core import storage
+from core.paths import local_path
 from search.engine import DEFAULT_MODE, MODES, SearchEngine
 from search.moments import DEFAULT_MERGE_GAP_S, Moment
 from search.query import SearchFilters, SearchQueryError
@@ -216,7 +217,7 @@ class IndexApp:
         media_type = mimetypes.guess_type(uri)[0] or "application/octet-stream"
         if not storage.opens_by_path(uri):  # remote objects and tar members, range by range
             return self._remote_video(request, uri, media_type)
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        path = local_path(uri)
         if not os.path.isfile(path):
             return Response(f"the index names {uri} but it is not there", status_code=404, media_type="text/plain")
         return FileResponse(path, media_type=media_type)

@@ -96,7 +96,7 @@ class FrameCollector:
                 log.debug("%s: frame at %.4f s missing, using %.4f s", self._uri, planned, t)
             self._fill(clip, t, images)
             if self._slot == len(clip.sample_times):
-                yield self._release(clip)
+                yield from self._hand_over(self._release(clip))
 
     def _fill(self, clip: ClipPlan, t: float, images: FrameImages) -> None:
         plain = images.plain()
@@ -124,12 +124,18 @@ class FrameCollector:
                     clip.clip_index, t)
         while self._slot < len(clip.sample_times):
             self._fill(clip, t, frame)
-        yield self._release(clip)
+        yield from self._hand_over(self._release(clip))
         if not self.done:
             missing = self._clips[self._clip_pos]
             raise DecodeError(
                 f"the stream ended at {t:.3f} s, before clip {missing.clip_index} ({missing.start_s:.3f} s); "
                 "the file may be truncated")
+
+    def _hand_over(self, clip: ClipFrames) -> Iterator[ClipFrames]:
+        """Yield a finished clip; the time its consumer holds the decoder (inference) is not decode time."""
+        waiting = time.monotonic()
+        yield clip
+        self._deadline += time.monotonic() - waiting
 
     def _release(self, clip: ClipPlan) -> ClipFrames:
         frames = np.stack(self._frames)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from core import storage
+from core.paths import is_faithful_text, local_path
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, DecodeTimeout
@@ -35,6 +37,19 @@ def _decoder_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     out = functional.interpolate(tensor, size=(size, size), mode="bicubic", align_corners=False)
     return out.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+
+
+# decord prefixes its native errors with a log stamp and a source location, and may append a C++ stack trace.
+_NATIVE_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h|cpp):\d+: ")
+
+
+def decord_error(uri: str, exc: BaseException) -> DecodeError:
+    """A decord failure (``DECORDError`` or the bare ``RuntimeError`` its native code raises) as a
+    ``DecodeError`` naming the video, with decord's log stamp, source location and stack trace removed."""
+    text = str(exc).split("Stack trace", 1)[0]
+    text = _NATIVE_NOISE.sub("", text)
+    text = " ".join(text.split()).rstrip(" :") or type(exc).__name__
+    return DecodeError(f"decord could not decode {uri}: {text[:500]}")
 
 
 def nearest_frames(starts: np.ndarray, planned: np.ndarray) -> np.ndarray:
@@ -56,8 +71,14 @@ class DecordDecoder:
         info = video.info
         deadline = time.monotonic() + config.timeout_s
         staged_dir = None
-        path = info.uri[len("file://"):] if info.uri.startswith("file://") else info.uri
+        path = local_path(info.uri)
         try:
+            if storage.opens_by_path(info.uri) and not is_faithful_text(path):
+                # decord takes only UTF-8 paths: open a file name that is not UTF-8 through a symlink.
+                staged_dir = tempfile.mkdtemp(prefix="plm-decord-")
+                alias = os.path.join(staged_dir, "video" + os.path.splitext(path)[1])
+                os.symlink(os.fsencode(os.path.abspath(path)), os.fsencode(alias))
+                path = alias
             if not storage.opens_by_path(info.uri):
                 # decord reads paths (or whole files into memory): stage remote videos and tar
                 # members to a temporary file once (removed after decoding).
@@ -98,9 +119,14 @@ class DecordDecoder:
                     ends = tuple(max(e, u) for e, u in zip(clip.sample_end_times, used, strict=True))
                     clip = replace(clip, sample_times=used, sample_end_times=ends)
                 del by_index, images
+                waiting = time.monotonic()
                 yield ClipFrames(clip=clip, frames=frames, region_frames=regions)
-        except decord.DECORDError as exc:
-            raise DecodeError(f"decord failed: {exc}") from exc
+                # The limit bounds decoding alone: time the consumer held this generator never counts.
+                deadline += time.monotonic() - waiting
+        except DecodeError:
+            raise
+        except (decord.DECORDError, RuntimeError, ValueError, IndexError, OSError) as exc:
+            raise decord_error(info.uri, exc) from exc
         finally:
             if staged_dir:
                 shutil.rmtree(staged_dir, ignore_errors=True)

@@ -11,14 +11,22 @@ pixel data: pickling a clip through a queue cost about 100 ms on two cores, the 
 How far the child decodes ahead is ``DecodeConfig.prefetch_clips``. Where a GPU runs the model,
 a sender thread keeps decoded clips in flight so decoding overlaps the GPU's work. On a CPU-only
 worker the child decodes the next clip only when the parent asks for it (lockstep): decoding ahead
-there only takes cores from torch's threads while the model runs (measured: 0.89x of a bare loop
-with one clip ahead on two cores, against the same loop with no overlap).
+there only takes cores from torch's threads while the model runs (measured on two cores: one clip
+ahead ran the build at 0.89x of a bare loop; see the README's benchmark table).
+
+The time limit bounds decoding alone: it counts only the time the parent spends waiting for the
+child's next clip. The child's start (seconds of imports, announced by a ready message) and the time
+the parent's consumers hold a clip (inference of earlier clips) never count.
+
+The child dies with its parent, however the parent ends (SIGTERM, SIGINT, SIGKILL): it starts
+through ``core.lifeline.run_child``, whose watchdog runs before any heavy import.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
@@ -28,15 +36,18 @@ from typing import Any
 
 import numpy as np
 
+from core.lifeline import run_child
 from schemas.config import DecodeConfig
 from schemas.records import ClipFrames, VideoClips
 from transforms.decode.base import DecodeError, DecodeTimeout
 
 log = logging.getLogger(__name__)
 
-_CLIP, _DONE, _ERROR = "clip", "done", "error"
+_CLIP, _DONE, _ERROR, _READY = "clip", "done", "error", "ready"
 _NEXT = "next"  # lockstep: the parent is ready for the next clip
 POLL_S = 2.0
+# How long a starting child may take to import its libraries before it is declared dead (not decode time).
+START_TIMEOUT_S = 600.0
 
 
 def _cuda_visible() -> bool:
@@ -68,10 +79,11 @@ def _send_clip(conn: Any, clip: ClipFrames) -> None:
 
 
 def _serve(requests: Any, conn: Any) -> None:
-    """Child process: decode each requested video and stream its clips back."""
+    """Child process: decode each requested video and stream its clips back (after a ready message)."""
     import torchvision_shim  # noqa: F401
     from transforms.decode.backends import decoder_for
 
+    conn.send((_READY, None, None))
     outbox: queue.Queue = queue.Queue(maxsize=1)  # resized per video to its prefetch depth
 
     def sender() -> None:
@@ -107,6 +119,8 @@ class IsolatedDecoder:
         self._process: Any = None
         self._requests: Any = None
         self._results: Any = None
+        self._lifeline: Any = None
+        self._ready = False
 
     def start(self) -> None:
         """Start the child now (it takes seconds to import its libraries), if it is not running."""
@@ -116,10 +130,35 @@ class IsolatedDecoder:
     def _start(self) -> None:
         self._requests = self._context.Queue()
         self._results, child_end = self._context.Pipe(duplex=False)
-        self._process = self._context.Process(target=_serve, args=(self._requests, child_end), daemon=True,
-                                              name="plm-index-decoder")
+        lifeline_child, self._lifeline = self._context.Pipe(duplex=False)
+        main_thread = threading.current_thread() is threading.main_thread()
+        # The child starts in core.lifeline (standard library only) so that it dies with this process
+        # even while it is still importing its decoders.
+        self._process = self._context.Process(target=run_child, daemon=True, name="plm-index-decoder",
+                                              args=(os.getpid(), lifeline_child, main_thread,
+                                                    f"{__name__}:_serve", self._requests, child_end))
         self._process.start()
+        self._ready = False
         child_end.close()
+        lifeline_child.close()
+
+    def _await_ready(self) -> None:
+        """Wait for the started child's ready message; its start never counts against a video's limit."""
+        if self._ready:
+            return
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._results.poll(POLL_S):
+            if not self._process.is_alive():
+                raise DecodeError(f"the decode process died while starting (exit code {self._process.exitcode})")
+            if time.monotonic() > deadline:
+                raise DecodeError(f"the decode process did not start within {START_TIMEOUT_S:g} s")
+        try:
+            kind, _, _ = self._results.recv()
+        except EOFError:
+            raise DecodeError(f"the decode process died while starting (exit code {self._process.exitcode})") from None
+        if kind != _READY:
+            raise DecodeError(f"the decode process sent {kind!r} before it was ready")
+        self._ready = True
 
     def close(self) -> None:
         """Stop the child process."""
@@ -129,6 +168,7 @@ class IsolatedDecoder:
             self._process.join(timeout=5)
             self._process = None
             self._results.close()
+            self._lifeline.close()
 
     def _receive(self, header: ClipFrames, layout: list[tuple[tuple[int, ...], str]]) -> ClipFrames:
         arrays = []
@@ -140,20 +180,27 @@ class IsolatedDecoder:
         return replace(header, frames=arrays[0], region_frames=regions)
 
     def decode(self, video: VideoClips, config: DecodeConfig) -> Iterator[ClipFrames]:
-        """Decode in the child; past ``config.timeout_s`` the child is killed and DecodeTimeout raised."""
-        self.start()
-        deadline = time.monotonic() + config.timeout_s
-        ahead = prefetch_clips(config)
-        lockstep = ahead == 0
-        self._requests.put((video, config, ahead))
+        """Decode in the child; past ``config.timeout_s`` of decoding the child is killed and DecodeTimeout raised.
+
+        Only the time spent waiting for the child's next clip counts: the child's start and the
+        time the caller holds a yielded clip do not.
+        """
         finished = False
         try:
+            self.start()
+            self._await_ready()
+            ahead = prefetch_clips(config)
+            self._requests.put((video, config, ahead))
+            waited = 0.0
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = config.timeout_s - waited
                 if remaining <= 0:
                     raise DecodeTimeout(f"decoding took longer than the {config.timeout_s:g} s limit; "
                                         "the decode process was killed")
-                if not self._results.poll(min(remaining, POLL_S)):
+                asked = time.monotonic()
+                ready = self._results.poll(min(remaining, POLL_S))
+                if not ready:
+                    waited += time.monotonic() - asked
                     if not self._process.is_alive():
                         raise DecodeError(f"the decode process died (exit code {self._process.exitcode})")
                     continue
@@ -162,9 +209,10 @@ class IsolatedDecoder:
                     clip = self._receive(payload, message) if kind == _CLIP else None
                 except EOFError:
                     raise DecodeError(f"the decode process died (exit code {self._process.exitcode})") from None
+                waited += time.monotonic() - asked
                 if kind == _CLIP:
                     yield clip
-                    if lockstep:
+                    if ahead == 0:
                         self._requests.put(_NEXT)
                 elif kind == _DONE:
                     finished = True

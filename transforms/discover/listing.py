@@ -20,6 +20,7 @@ from typing import Any
 import apache_beam as beam
 
 from core import storage, tar
+from core.paths import local_path, uri_of_local_path, walk_files
 from schemas.records import VideoInput
 from schemas.rows import RunContext
 from schemas.work import InputIgnored, VideoFailed
@@ -91,13 +92,21 @@ def has_braces(source: str) -> bool:
     return expand_braces(source) != [source]
 
 
+def is_pattern(source: str) -> bool:
+    """Whether ``source`` is read as a glob: it has glob characters and no file or folder has that exact name.
+
+    An existing path is always taken literally, so ``clips [2024]/`` is that folder, not a pattern.
+    """
+    return is_glob(source) and not storage.exists(source)
+
+
 def check_input(source: str) -> None:
     """Fail fast, before any worker starts, on an input that does not exist or a malformed manifest head."""
     if is_manifest(source):
         load_manifest(source, limit=HEAD_ROWS)
         return
-    if is_glob(source) or has_braces(source):
-        # A glob that matches nothing is an empty run, reported by the accounting line; a missing
+    if is_pattern(source) or has_braces(source):
+        # A glob that matches nothing is an empty run (the build says so after the run); a missing
         # name in a brace list is an error row.
         return
     if not storage.exists(source):
@@ -107,18 +116,30 @@ def check_input(source: str) -> None:
 
 
 def list_source(source: str) -> Iterator[str]:
-    """Every file a folder, prefix, glob, brace list or single-file input names, each once."""
+    """Every file a folder, prefix, glob, brace list or single-file input names, each once, as index URIs.
+
+    Local folders are walked following symlinked folders, each real folder once (a loop is logged
+    and skipped). Local names that are not UTF-8 become percent-encoded ``file://`` URIs
+    (``core.paths``), so every input survives its name.
+    """
     names = expand_braces(source)
     if names != [source]:
         yield from dict.fromkeys(uri for name in names for uri in list_source(name))
         return
-    if is_glob(source):
+    if is_pattern(source):
         found = storage.glob(source)
     elif storage.is_dir(source):
-        found = storage.list_files(source)
+        if storage.is_remote(source):
+            found = storage.list_files(source)
+        else:
+            skipped: list[str] = []
+            found = walk_files(local_path(source), skipped)
+            for path in skipped:
+                log.warning("skipping %s: a folder already listed (symlink loop), a dangling link or not a file",
+                            uri_of_local_path(path))
     else:
         found = [source]
-    yield from dict.fromkeys(found)
+    yield from dict.fromkeys(uri if storage.is_remote(uri) else uri_of_local_path(uri) for uri in found)
 
 
 class _PlanInputs(beam.DoFn):
@@ -177,7 +198,8 @@ class ReadInputs(beam.PTransform):
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         return (pipeline
-                | "Source" >> beam.Create([self.source])
+                | "Source" >> beam.Create([self.source if storage.is_remote(self.source)
+                                          else uri_of_local_path(self.source)])
                 | "Plan" >> beam.ParDo(_PlanInputs())
                 # Spread manifest pieces (or listed files) over workers; rows are read after this.
                 | "Spread" >> beam.Reshuffle()

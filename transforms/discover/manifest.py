@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from core import storage
+from core.paths import local_path
 from schemas.manifest import ManifestError, ManifestRow
 from schemas.records import VideoInput
 from tasks import check_task_names
@@ -62,7 +63,7 @@ def is_manifest(source: str) -> bool:
 
 
 def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return local_path(uri)
 
 
 def resolve(manifest_uri: str, uri: str) -> str:
@@ -99,7 +100,7 @@ def plan_pieces(uri: str) -> list[ManifestPiece]:
 
 
 def _json_entry(where: str, line: bytes) -> ManifestEntry | None:
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n").removeprefix("\ufeff")  # a BOM on line 1
     if not text.strip():
         return None
     try:
@@ -157,7 +158,7 @@ def read_piece(piece: ManifestPiece, numbered_lines: bool = False) -> Iterator[M
         return
     with _open(piece.uri) as handle:
         if lower.endswith(".csv"):
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))  # a BOM is not a header
             line = 2  # line 1 is the header; a quoted field may span lines, so count lines, not rows
             for row in reader:
                 yield ManifestEntry(f"line {line}", _csv_row(row))
