@@ -90,6 +90,10 @@ def test_cli_build_from_an_s3_manifest_then_search(s3_emulator, video_folder: Pa
     assert search.returncode == 0, search.stderr[-3000:]
     moments = json.loads(search.stdout)
     assert moments and {m["uri"] for m in moments} <= set(videos)
+    page = tmp_path / "results.html"
+    html = _cli("search", "--index", output, query, "--mode", "keyword", "--limit", "1", "--html", str(page))
+    assert html.returncode == 0, html.stderr[-3000:]
+    assert 'src="data:image/jpeg;base64,' in page.read_text()  # a thumbnail decoded from the s3:// video
     assert list((tmp_path / "home" / "search").iterdir()), "the s3:// index's derived search index is cached locally"
 
 
