@@ -188,12 +188,31 @@ def _log_retry(state: RetryCallState) -> None:
                 type(exc).__name__, _redacted(str(exc))[:300], state.attempt_number, POLICY.max_attempts, wait)
 
 
+class MissingCredentials(PermissionError):
+    """A store asked for credentials that the environment does not have; says which and how to give them."""
+
+
+def _explained(exc: BaseException, uri: str) -> BaseException | None:
+    """A clearer error for failures whose library message names neither the URI nor the fix."""
+    if type(exc).__name__ == "NoCredentialsError":  # botocore: "Unable to locate credentials"
+        return MissingCredentials(
+            f"no S3 credentials to read or write {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), and AWS_ENDPOINT_URL for MinIO, R2 or Ceph (see the README's storage section)")
+    return None
+
+
 def storage_retry(fn: Callable[P, T]) -> Callable[P, T]:
-    """Decorate ``fn`` to run under the storage retry policy (:data:`POLICY`)."""
+    """Decorate ``fn`` (whose first argument is a URI) to run under the storage retry policy (:data:`POLICY`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        return POLICY.retrying()(fn, *args, **kwargs)
+        try:
+            return POLICY.retrying()(fn, *args, **kwargs)
+        except Exception as exc:
+            clearer = _explained(exc, str(args[0]) if args else "?")
+            if clearer is None:
+                raise
+            raise clearer from exc
 
     return wrapper
 
@@ -443,7 +462,13 @@ class RetryingReader(io.RawIOBase):
         self._pos = 0
         self._blocks: dict[int, bytes] = {}
         self._whole: IO[bytes] | None = None
-        size = with_retries(lambda: self._fs.size(self._path))
+        try:
+            size = with_retries(lambda: self._fs.size(self._path))
+        except Exception as exc:
+            clearer = _explained(exc, uri)
+            if clearer is None:
+                raise
+            raise clearer from exc
         if size is None:  # an HTTP server that sends no Content-Length
             self._size = 0
             self._keep_whole(with_retries(lambda: self._fs.cat_file(self._path)))

@@ -199,3 +199,19 @@ def test_reads_and_listings_survive_random_faults(s3_emulator, s3_proxy: FaultIn
         storage.write_bytes(f"s3://{bucket}/out/run.json", b"{}")
     faults = s3_proxy.faults()
     assert sum(faults.values()) > 0 and set(faults) <= set(FAULT_KINDS), faults
+
+
+def test_missing_credentials_name_the_uri_and_the_fix(s3_emulator, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path) -> None:
+    bucket = s3_emulator.create_bucket("creds")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups off-cloud
+    storage.s3_filesystem_class().clear_instance_cache()
+    uri = f"s3://{bucket}/videos/a.mp4"
+    for call in (lambda: storage.read_bytes(uri), lambda: storage.RetryingReader(uri)):
+        with pytest.raises(PermissionError, match=f"no S3 credentials .*{uri}.*AWS_ACCESS_KEY_ID") as raised:
+            call()
+        assert isinstance(raised.value, storage.MissingCredentials)
+        assert not storage.is_transient(raised.value)
