@@ -357,9 +357,27 @@ def join(base: str, *parts: str) -> str:
 
 @storage_retry
 def glob(pattern: str) -> list[str]:
-    """Expand a glob into full URIs, sorted."""
+    """Expand a glob into full URIs, sorted (on object stores: files only).
+
+    On object stores fsspec's own glob walks the folders a pattern spans with ``on_error="omit"``,
+    which turns a failed listing (a 503, a reset) into "no files here": a silently empty or
+    short run. So a remote glob is one recursive, paged listing of everything below the
+    pattern's fixed root (whose errors raise, and are retried), filtered by fsspec's own glob
+    translation. A root that does not exist matches nothing.
+    """
     fs, path = filesystem(pattern)
-    return sorted(_unstrip(pattern, p) for p in fs.glob(path))
+    if not is_remote(pattern):
+        return sorted(fs.glob(path))
+    from fsspec.utils import glob_translate
+
+    first_magic = min((i for i in (path.find(ch) for ch in "*?[") if i >= 0), default=len(path))
+    root = path[:path.rfind("/", 0, first_magic)] if "/" in path[:first_magic] else ""
+    matches = re.compile(glob_translate(path)).match
+    try:
+        found = fs.find(root)
+    except FileNotFoundError:
+        return []
+    return sorted(_unstrip(pattern, p) for p in found if matches(p))
 
 
 @storage_retry

@@ -215,3 +215,28 @@ def test_missing_credentials_name_the_uri_and_the_fix(s3_emulator, monkeypatch: 
             call()
         assert isinstance(raised.value, storage.MissingCredentials)
         assert not storage.is_transient(raised.value)
+
+
+def test_a_failed_listing_inside_a_glob_is_retried_not_read_as_empty(s3_emulator, s3_proxy: FaultInjectingProxy,
+                                                                     fast_policy: storage.RetryPolicy) -> None:
+    bucket = s3_emulator.create_bucket("globfault")
+    for name in ("a.mp4", "b.mp4", "sub/c.mp4"):
+        storage.write_bytes(f"s3://{bucket}/in/{name}", b"v")
+    # fsspec's walk "omits" a failed listing: the glob would match nothing, or fewer files.
+    s3_proxy.fault_rate, s3_proxy.seed = 0.5, 3
+    for _ in range(12):
+        assert storage.glob(f"s3://{bucket}/in/*.mp4") == [f"s3://{bucket}/in/a.mp4", f"s3://{bucket}/in/b.mp4"]
+    assert sum(s3_proxy.faults().values()) > 0
+    s3_proxy.fault_rate = 0.0
+    assert storage.glob(f"s3://{bucket}/in/**/*.mp4") == [f"s3://{bucket}/in/a.mp4", f"s3://{bucket}/in/b.mp4",
+                                                          f"s3://{bucket}/in/sub/c.mp4"]
+    assert storage.glob(f"s3://{bucket}/nothing/*.mp4") == []
+
+
+def test_local_globs_still_match_and_a_missing_root_matches_nothing(tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("a.mp4", "b.txt", "sub/c.mp4"):
+        (tmp_path / name).write_bytes(b"v")
+    assert storage.glob(str(tmp_path / "*.mp4")) == [str(tmp_path / "a.mp4")]
+    assert storage.glob(str(tmp_path / "**" / "*.mp4")) == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "c.mp4")]
+    assert storage.glob(str(tmp_path / "missing" / "*.mp4")) == []

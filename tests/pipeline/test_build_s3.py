@@ -98,16 +98,20 @@ def test_cli_build_from_an_s3_manifest_then_search(s3_emulator, video_folder: Pa
 
 
 def test_build_through_20_percent_faults_equals_clean_build(s3_emulator, video_folder: Path, tiny_model: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = s3_emulator.create_bucket("faults")
     _upload_folder(video_folder, f"s3://{bucket}/in")
+    _upload_folder(Path(tiny_model), f"s3://{bucket}/model")
     source = f"s3://{bucket}/in/*.mp4"  # a glob: a.mp4 and broken.mp4
-    clean = _build(source, f"s3://{bucket}/clean", tiny_model)
+    # A fresh model cache per run, so each run stages the s3:// model itself (download_tree).
+    monkeypatch.setenv("PLM_INDEX_MODEL_CACHE", str(tmp_path / "cache-clean"))
+    clean = _build(source, f"s3://{bucket}/clean", f"s3://{bucket}/model")
 
     injector = FaultInjectingProxy(s3_emulator.url, fault_rate=0.2, seed=20261203).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", injector.url)
+    monkeypatch.setenv("PLM_INDEX_MODEL_CACHE", str(tmp_path / "cache-faulty"))
     try:
-        faulty = _build(source, f"s3://{bucket}/faulty", tiny_model)
+        faulty = _build(source, f"s3://{bucket}/faulty", f"s3://{bucket}/model")
     finally:
         injector.stop()
         monkeypatch.setenv("AWS_ENDPOINT_URL", s3_emulator.url)
@@ -120,3 +124,6 @@ def test_build_through_20_percent_faults_equals_clean_build(s3_emulator, video_f
     assert counts.sub("", faulty.line()) == counts.sub("", clean.line())
     assert _comparable(f"s3://{bucket}/clean") == _comparable(f"s3://{bucket}/faulty")
     assert _comparable(f"s3://{bucket}/faulty")["segments"], "the faulty run indexed nothing"
+    assert any("/model/" in path and outcome != "pass" for _, path, outcome in injector.log), \
+        "no fault hit the model download"
+    assert list((tmp_path / "cache-faulty").rglob("*.safetensors")), "the s3:// model was not staged"
