@@ -6,8 +6,10 @@ cannot load, and ``import torchvision`` then fails on the unguarded ``torchvisio
 with it. Declaring those two op schemas first lets the pure-Python parts of torchvision (the
 v2 transforms transformers uses) import. Nothing is done where ``_C`` loads.
 
-Every package of this project imports this module first, so the shim is in place in each
-process (the CLI, tests and Beam workers alike) before transformers is imported.
+It is imported only where torch meets transformers' image code (the frame decoder, model
+loading, the embedding loader), first in each such module, so the shim is in place in each
+process (the CLI, tests and Beam workers alike) before transformers is imported there, and light
+imports (``import schemas``, a keyword search) never load torch (``tests/test_architecture.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Object-storage access for local paths, ``gs://`` and other fsspec URLs.
+"""Object-storage access for local paths, ``gs://``, ``s3://``, ``http(s)://`` and other fsspec URLs.
 
 Every network operation (list, glob, exists, size, whole and ranged reads, every ``read``/``seek``
 of a file opened with :func:`open_read`, model downloads, writes, deletes) runs under one retry
@@ -15,6 +15,16 @@ may still resend an idempotent request once when a reused keep-alive connection 
 A member of a WebDataset tar shard, ``shard.tar#member``, reads like a file of its own (its byte
 range in the shard; the tar format is ``core/tar.py``).
 
+``s3://`` is the same story twice over: s3fs wraps every call in its own loop (5 tries) around
+botocore, which retries again by its own config (legacy mode: 5 attempts). ``s3://`` URLs use
+:class:`SingleAttemptS3FileSystem`: s3fs with one try and botocore with ``total_max_attempts=1``.
+The endpoint comes from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (MinIO, R2, Ceph, moto),
+credentials and region from botocore's usual chain, and any other s3fs option from fsspec's config
+(``FSSPEC_S3_<OPTION>`` variables, e.g. ``FSSPEC_S3_CLIENT_KWARGS='{"region_name": "auto"}'``).
+
+``http(s)://`` URLs are read with ranged GETs; a server that ignores ``Range`` (answers 200 with
+the whole body) is detected and its file is then read whole, once, into a temporary file.
+
 Local writes land atomically (temporary file, then rename); object-store uploads are atomic by
 nature: an object appears only once complete, so retrying a failed upload is safe.
 """
@@ -27,6 +37,7 @@ import logging
 import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, ParamSpec, TypeVar
@@ -49,7 +60,20 @@ COPY_CHUNK_SIZE = 64 * 1024 * 1024
 _PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 _TRANSIENT_NAMES = ("Timeout", "ConnectionError", "ServerDisconnected", "ClientOSError", "ClientPayloadError",
                     "TransportError", "ChunkedEncodingError", "IncompleteRead", "RemoteDisconnected",
-                    "ProxyError", "ChecksumError")
+                    "ProxyError", "ChecksumError",
+                    # botocore: ConnectionClosedError, ReadTimeoutError, ResponseStreamingError are
+                    # HTTPClientErrors; throttling answers with invalid XML raise ResponseParserError
+                    # (s3fs retries both for the same reasons).
+                    "HTTPClientError", "ResponseParserError")
+#: S3 error codes that mean "try again later" whatever the HTTP status says (botocore's own
+#: throttling and transient lists, plus S3's ``SlowDown``).
+_S3_TRANSIENT_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
+    "RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
+    "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException", "RequestTimeout", "RequestTimeoutException",
+    "InternalError", "ServiceUnavailable", "OperationAborted",
+})
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,30 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _boto_client_error(exc: BaseException) -> BaseException | None:
+    """The botocore ``ClientError`` behind ``exc``: itself, or the cause s3fs translated into an OSError."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        response = getattr(current, "response", None)
+        if isinstance(response, dict) and ("Error" in response or "ResponseMetadata" in response):
+            return current
+        current = current.__cause__
+        seen += 1
+    return None
+
+
+def _is_transient_s3(error: BaseException) -> bool:
+    response: dict[str, Any] = getattr(error, "response", {})
+    code = str(response.get("Error", {}).get("Code", ""))
+    if code in _S3_TRANSIENT_CODES:
+        return True
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if not isinstance(status, int) and code.isdigit():
+        status = int(code)  # an error body botocore could not parse: the code is the status
+    return isinstance(status, int) and (status in (408, 429) or 500 <= status <= 599)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a storage error is worth retrying.
 
@@ -117,9 +165,18 @@ def is_transient(exc: BaseException) -> bool:
     (an access token that expired between refresh and use). Permanent: missing files (404 becomes
     ``FileNotFoundError``), 403 (gcsfs raises ``OSError("Forbidden: ...")``), other 4xx, and
     anything else not recognised.
+
+    S3 (botocore ``ClientError``, or the ``OSError`` s3fs translates it into, with the
+    ``ClientError`` as its cause): transient by status as above or by a throttling / transient
+    error code (``SlowDown``, ``Throttling``, ``InternalError``, ...); botocore's connection and
+    read-timeout errors by name. A 404 (``NoSuchKey``) is ``FileNotFoundError`` and a 403
+    ``PermissionError``: permanent.
     """
     if isinstance(exc, _PERMANENT_ERRORS):
         return False
+    boto_error = _boto_client_error(exc)
+    if boto_error is not None:
+        return _is_transient_s3(boto_error)
     status = _status_of(exc)
     if status is not None:
         if status == 401:
@@ -147,12 +204,31 @@ def _log_retry(state: RetryCallState) -> None:
                 type(exc).__name__, _redacted(str(exc))[:300], state.attempt_number, POLICY.max_attempts, wait)
 
 
+class MissingCredentials(PermissionError):
+    """A store asked for credentials that the environment does not have; says which and how to give them."""
+
+
+def _explained(exc: BaseException, uri: str) -> BaseException | None:
+    """A clearer error for failures whose library message names neither the URI nor the fix."""
+    if type(exc).__name__ == "NoCredentialsError":  # botocore: "Unable to locate credentials"
+        return MissingCredentials(
+            f"no S3 credentials to read or write {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), and AWS_ENDPOINT_URL for MinIO, R2 or Ceph (see the README's storage section)")
+    return None
+
+
 def storage_retry(fn: Callable[P, T]) -> Callable[P, T]:
-    """Decorate ``fn`` to run under the storage retry policy (:data:`POLICY`)."""
+    """Decorate ``fn`` (whose first argument is a URI) to run under the storage retry policy (:data:`POLICY`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        return POLICY.retrying()(fn, *args, **kwargs)
+        try:
+            return POLICY.retrying()(fn, *args, **kwargs)
+        except Exception as exc:
+            clearer = _explained(exc, str(args[0]) if args else "?")
+            if clearer is None:
+                raise
+            raise clearer from exc
 
     return wrapper
 
@@ -185,18 +261,76 @@ def gcs_filesystem_class() -> type:
     return _single_attempt_gcs_class()
 
 
+def _single_attempt_s3_class() -> type:
+    import s3fs
+
+    class SingleAttemptS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc, valid-type]
+        """s3fs with its own retry loop cut to one try (see the module docstring).
+
+        botocore's retries are switched off by the ``config_kwargs`` :func:`filesystem` passes.
+        """
+
+        retries = 1
+
+    SingleAttemptS3FileSystem.__module__ = __name__
+    SingleAttemptS3FileSystem.__qualname__ = "SingleAttemptS3FileSystem"
+    return SingleAttemptS3FileSystem
+
+
+@functools.cache
+def s3_filesystem_class() -> type:
+    """:class:`SingleAttemptS3FileSystem`, made on first use (s3fs is imported lazily)."""
+    return _single_attempt_s3_class()
+
+
 def __getattr__(name: str) -> Any:
-    # ``core.storage.SingleAttemptGCSFileSystem`` resolves lazily, so instances pickle by reference.
+    # ``core.storage.SingleAttempt*FileSystem`` resolve lazily, so instances pickle by reference.
     if name == "SingleAttemptGCSFileSystem":
         return gcs_filesystem_class()
+    if name == "SingleAttemptS3FileSystem":
+        return s3_filesystem_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: Seconds to wait for a connection and between bytes of a response, on every network store.
+CONNECT_TIMEOUT_S = 30
+READ_TIMEOUT_S = 120
 
 
 def _gcs_timeout() -> Any:
     import aiohttp
 
     # A stalled connection fails (and is retried) instead of hanging a worker overnight.
-    return aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
+
+
+def s3_endpoint_url() -> str | None:
+    """The custom S3 endpoint (MinIO, R2, Ceph, an emulator) from the environment, if any.
+
+    ``AWS_ENDPOINT_URL_S3`` wins over ``AWS_ENDPOINT_URL``, as in botocore. It is passed to s3fs
+    explicitly so that a changed variable gets a new (not a cached) filesystem.
+    """
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _s3_options() -> dict[str, Any]:
+    from fsspec.config import apply_config
+
+    cls = s3_filesystem_class()
+    # fsspec's config (FSSPEC_S3_* variables, config files) first: client_kwargs, anon, key/secret...
+    options: dict[str, Any] = apply_config(cls, {})
+    config_kwargs = dict(options.get("config_kwargs") or {})
+    # One HTTP attempt per call: retries are POLICY's (see the module docstring).
+    config_kwargs["retries"] = {"total_max_attempts": 1, "mode": "standard"}
+    config_kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    config_kwargs.setdefault("read_timeout", READ_TIMEOUT_S)
+    options["config_kwargs"] = config_kwargs
+    endpoint = s3_endpoint_url()
+    if endpoint and not options.get("endpoint_url") and not (options.get("client_kwargs") or {}).get("endpoint_url"):
+        options["endpoint_url"] = endpoint
+    # Listings are never served from a cache: commits and generations appear while a process lives.
+    options.setdefault("use_listings_cache", False)
+    return options
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -211,6 +345,10 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
             # (not a cached) filesystem.
             options.update(token="anon", endpoint_url=emulator)
         fs = gcs_filesystem_class()(**options)
+    elif protocol in ("s3", "s3a"):
+        fs = s3_filesystem_class()(**_s3_options())
+    elif protocol in ("http", "https"):
+        fs = fsspec.filesystem(protocol, client_kwargs={"timeout": _gcs_timeout()})
     else:
         fs = fsspec.filesystem(protocol)
     path = uri if protocol == "file" else fs._strip_protocol(uri)
@@ -220,7 +358,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def _unstrip(uri: str, path: str) -> str:
-    if not is_remote(uri):
+    if not is_remote(uri) or "://" in path:  # http(s) paths keep their scheme
         return path
     protocol = uri.split("://", 1)[0]
     return f"{protocol}://{path}"
@@ -235,9 +373,27 @@ def join(base: str, *parts: str) -> str:
 
 @storage_retry
 def glob(pattern: str) -> list[str]:
-    """Expand a glob into full URIs, sorted."""
+    """Expand a glob into full URIs, sorted (on object stores: files only).
+
+    On object stores fsspec's own glob walks the folders a pattern spans with ``on_error="omit"``,
+    which turns a failed listing (a 503, a reset) into "no files here": a silently empty or
+    short run. So a remote glob is one recursive, paged listing of everything below the
+    pattern's fixed root (whose errors raise, and are retried), filtered by fsspec's own glob
+    translation. A root that does not exist matches nothing.
+    """
     fs, path = filesystem(pattern)
-    return sorted(_unstrip(pattern, p) for p in fs.glob(path))
+    if not is_remote(pattern):
+        return sorted(fs.glob(path))
+    from fsspec.utils import glob_translate
+
+    first_magic = min((i for i in (path.find(ch) for ch in "*?[") if i >= 0), default=len(path))
+    root = path[:path.rfind("/", 0, first_magic)] if "/" in path[:first_magic] else ""
+    matches = re.compile(glob_translate(path)).match
+    try:
+        found = fs.find(root)
+    except FileNotFoundError:
+        return []
+    return sorted(_unstrip(pattern, p) for p in found if matches(p))
 
 
 @storage_retry
@@ -323,7 +479,11 @@ def _object_bytes(uri: str, start: int | None = None, end: int | None = None) ->
     fs, path = filesystem(uri)
     if start is None and end is None:
         return fs.cat_file(path)
-    return fs.cat_file(path, start=start, end=end)
+    data = fs.cat_file(path, start=start, end=end)
+    if start is not None and end is not None and len(data) > end - start:
+        # An HTTP server that ignores Range answers 200 with the whole file: take the range from it.
+        return data[start:end]
+    return data
 
 
 class TruncatedRead(ConnectionError):
@@ -338,15 +498,39 @@ class RetryingReader(SizedReader):
     blocks of ``block_size`` bytes with explicit ranged GETs (``bytes=start-end``; no suffix
     ranges), one HTTP request per attempt, each under :data:`POLICY`, and keeps the two most
     recent blocks. Seeks and ``tell`` are local and never touch the network.
+
+    An HTTP server that ignores ``Range`` answers a ranged GET with the whole file (or gives no
+    size at all): the reader then keeps that whole body in a temporary file and serves every
+    later read from it, so such a file is downloaded once, not once per block.
     """
 
     def __init__(self, uri: str, block_size: int = READ_BLOCK_SIZE) -> None:
         fs, path = filesystem(uri)
-        super().__init__(with_retries(lambda: int(fs.size(path))))
+        try:
+            size = with_retries(lambda: fs.size(path))
+        except Exception as exc:
+            clearer = _explained(exc, uri)
+            if clearer is None:
+                raise
+            raise clearer from exc
+        super().__init__(0 if size is None else int(size))
         self.name = uri
         self._fs, self._path = fs, path
         self._block_size = block_size
         self._blocks: dict[int, bytes] = {}
+        self._whole: IO[bytes] | None = None
+        if size is None:  # an HTTP server that sends no Content-Length
+            self._keep_whole(with_retries(lambda: self._fs.cat_file(self._path)))
+
+    def _keep_whole(self, data: bytes) -> None:
+        whole = tempfile.TemporaryFile(prefix="plm-whole-")
+        whole.write(data)
+        self._whole, self._size, self._blocks = whole, len(data), {}
+
+    @property
+    def reads_whole(self) -> bool:
+        """Whether the server ignored ranges and the file is now read from a local whole copy."""
+        return self._whole is not None
 
     def _block(self, index: int) -> bytes:
         block = self._blocks.get(index)
@@ -354,15 +538,22 @@ class RetryingReader(SizedReader):
             return block
         start = index * self._block_size
         end = min(self._size, start + self._block_size)
+        if self._whole is not None:
+            self._whole.seek(start)
+            return self._whole.read(end - start)
 
         def fetch() -> bytes:
             data = self._fs.cat_file(self._path, start=start, end=end)
-            if len(data) != end - start:
+            if len(data) != end - start and not (len(data) == self._size and len(data) > end - start):
                 raise TruncatedRead(f"got {len(data)} of {end - start} bytes at offset {start} of {self.name}")
             return data
 
         fetch.__qualname__ = f"read of {self.name} [{start}, {end})"
         block = with_retries(fetch)
+        if len(block) != end - start:  # the whole file: the server ignored Range
+            log.info("storage: %s ignores range requests; reading it whole", _redacted(self.name))
+            self._keep_whole(block)
+            return block[start:end]
         if len(self._blocks) >= 2:
             self._blocks.pop(next(iter(self._blocks)))
         self._blocks[index] = block
@@ -381,6 +572,9 @@ class RetryingReader(SizedReader):
 
     def close(self) -> None:
         self._blocks = {}
+        if self._whole is not None:
+            self._whole.close()
+            self._whole = None
         super().close()
 
 

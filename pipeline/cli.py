@@ -237,7 +237,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 def add_search_parser(commands: argparse._SubParsersAction) -> None:
     """The ``search`` subcommand's flags (kept apart so a search never imports the build's flags)."""
     search = commands.add_parser("search", help="search an index by action")
-    search.add_argument("--index", required=True, help="index folder (local or gs://)")
+    search.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     search.add_argument("query", nargs="?", default=None)
     search.add_argument("--rebuild", action="store_true",
                         help="rebuild the derived search index (INDEX/search/) from the Parquet index first")
@@ -266,7 +266,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
 def add_import_parser(commands: argparse._SubParsersAction) -> None:
     """The ``import`` subcommand's flags."""
     imp = commands.add_parser("import", help="add your own segments (JSONL or Parquet) to an index")
-    imp.add_argument("--index", required=True, help="index folder (local or gs://)")
+    imp.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     imp.add_argument("file", help="rows of uri, start_s, end_s, text, optionally task and events")
     imp.add_argument("--embedding-model", default=None, help="default: the packaged all-MiniLM-L6-v2")
 
@@ -274,7 +274,7 @@ def add_import_parser(commands: argparse._SubParsersAction) -> None:
 def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     """The ``serve`` subcommand's flags."""
     serve = commands.add_parser("serve", help="a local web page (and JSON API) to search an index and watch the moments")
-    serve.add_argument("--index", required=True, help="index folder (local or gs://)")
+    serve.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")

@@ -14,9 +14,10 @@ from tasks import task_names
 def add_build_flags(parser: argparse.ArgumentParser) -> None:
     """Flags of ``plm-index build``; anything else on the command line goes to Beam."""
     parser.add_argument("--input", required=True,
-                        help="folder, glob, gs:// prefix or glob, or a manifest (.jsonl, .csv, .parquet); any may name .tar "
-                             "shards, and a brace list (shard-{000000..000099}.tar) names several")
-    parser.add_argument("--output", required=True, help="index folder (local or gs://)")
+                        help="folder, glob, gs:// or s3:// prefix or glob, or a manifest (.jsonl, .csv, .parquet; may "
+                             "list http(s):// URLs); any may name .tar shards, and a brace list "
+                             "(shard-{000000..000099}.tar) names several")
+    parser.add_argument("--output", required=True, help="index folder (local, gs:// or s3://)")
     parser.add_argument("--clips", default="fixed:30", help="fixed:SECONDS or scenes (default fixed:30)")
     parser.add_argument("--min-clip-s", type=float, default=2.0, help="scenes: merge shots shorter than this")
     parser.add_argument("--max-clip-s", type=float, default=60.0, help="scenes: split shots longer than this")

@@ -63,13 +63,13 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, log_file: Path) 
     deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"gcp-storage-emulator exited with {process.returncode}:\n{log_file.read_text()}")
+            pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log_file.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    pytest.fail(f"gcp-storage-emulator did not answer on port {port} in {EMULATOR_START_TIMEOUT_S:.0f}s:\n"
+    pytest.fail(f"{process.args[0]} did not answer on port {port} in {EMULATOR_START_TIMEOUT_S:.0f}s:\n"
                 f"{log_file.read_text()}")
 
 
@@ -126,3 +126,80 @@ def gcs_emulator(gcs_emulator_server: GcsEmulatorServer, monkeypatch: pytest.Mon
     finally:
         _clear_gcsfs_instances()
 
+
+
+# --- S3: a real moto standalone server -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running ``moto.server`` process (in memory, any bucket, no signature checks)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+@dataclass(frozen=True)
+class S3Emulator:
+    """The moto server as a test sees it, with AWS_ENDPOINT_URL and fake credentials set."""
+
+    url: str
+
+    def create_bucket(self, prefix: str = "test") -> str:
+        """Create a bucket with a fresh name (the server outlives each test) and return the name."""
+        import boto3
+
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1").create_bucket(Bucket=name)
+        return name
+
+
+def _clear_s3fs_instances() -> None:
+    """Forget cached s3fs instances, which keep the endpoint and credentials they were made with."""
+    if "s3fs" not in sys.modules:
+        return
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    from core import storage
+
+    storage.s3_filesystem_class().clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Start moto's standalone S3 server on a free local port for the session."""
+    folder = tmp_path_factory.mktemp("moto")
+    port = _free_port()
+    log_file = folder / "moto.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(process, port, log_file)
+        yield S3Server(process=process, url=f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_emulator(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Emulator]:
+    """Point botocore and s3fs (through ``core.storage``) at the moto server, with fake credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    _clear_s3fs_instances()
+    try:
+        yield S3Emulator(url=s3_server.url)
+    finally:
+        _clear_s3fs_instances()
