@@ -221,9 +221,9 @@ class IndexSnapshot:
 
     def copies(self) -> dict[str, tuple[str, str]]:
         """Identical copies (rule 8): copy uri -> (video id, uri whose commit holds the rows)."""
-        current = self.current("duplicate")
+        current = self.current("duplicate")  # the stored view (compaction) names no primary: no copies
         return {u: (v, p) for u, v, p in zip(current.column("uri").to_pylist(), current.column("video_id").to_pylist(),
-                                             current.column(PRIMARY_URI).to_pylist(), strict=True)}
+                                             current.column(PRIMARY_URI).to_pylist(), strict=True) if p is not None}
 
     def _live_showing_video(self) -> set[str]:
         live = self._from_source(LIVE, "indexed")
