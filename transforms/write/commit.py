@@ -67,22 +67,25 @@ class CommitVideos(beam.DoFn):
             return None
         return existing
 
-    def _indexed_commit(self, commit: VideoCommit, segments: pa.Table) -> None:
+    def _indexed_commit(self, commit: VideoCommit, segments: pa.Table) -> bool:
         """Write an indexed commit, unless the content is already indexed under another uri (then a copy).
 
         The first uri committed keeps the rows; a copy processed at the same time in another
         bundle becomes a duplicate commit instead of replacing them (checked before and after
-        the write, so one of two simultaneous writers notices the other).
+        the write, so one of two simultaneous writers notices the other). Returns whether this uri
+        holds the rows.
         """
         path = self._layout.commit_path(commit.settings_hash, commit.key)
         holder = self._holder(path)
         if holder is not None and holder.uri != commit.uri:
             self._duplicate_commit(commit.uri, commit.key)
-            return
+            return False
         self._commit(commit, segments)
         again = self._holder(path)
         if again is not None and again.uri != commit.uri:
             self._duplicate_commit(commit.uri, commit.key)
+            return False
+        return True
 
     def process(self, item: Any) -> Iterator[Outcome]:
         if isinstance(item, InputSkipped):
@@ -103,7 +106,9 @@ class CommitVideos(beam.DoFn):
                                  run_id=self._run.run_id, video=self._run.video_row(video),
                                  num_clips=video.num_clips, num_segments=len(item.segments),
                                  tasks=tuple(sorted({row["task"] for row in item.segments})))
-            self._indexed_commit(commit, pa.Table.from_pylist(list(item.segments), schema=self._schema))
+            if not self._indexed_commit(commit, pa.Table.from_pylist(list(item.segments), schema=self._schema)):
+                yield Outcome("skipped", video.uri)  # an identical copy: its rows are another uri's
+                return
             yield Outcome("indexed", video.uri, clips=video.num_clips, segments=len(item.segments))
         else:
             raise TypeError(f"the commit stage got a {type(item).__name__}; every record must end as an outcome")
