@@ -343,53 +343,57 @@ def identity_rules(commits: pa.Table, settings: str | None = None) -> pa.Table:
     rows of ``settings`` only when it is given, and adds ``hidden_tasks`` (tasks of an indexed
     commit that a newer settings' commit of the video holds), ``shows_video`` (this commit gives
     the video's ``videos`` row) and ``primary_uri`` (for a duplicate: the uri holding the rows).
+    Only uris and videos with more than one commit are looked at one by one.
     """
     n = commits.num_rows
     status = commits.column("status").to_pylist()
+    hashes = commits.column("settings_hash").to_pylist()
+    build = np.array([is_build_settings(h) for h in hashes], dtype=bool)
+    visible = np.asarray(commits.column("visible").to_numpy(zero_copy_only=False), dtype=bool).copy()
+    if settings is not None:
+        visible &= np.array([h == settings or s == "duplicate" for h, s in zip(hashes, status, strict=True)])
     uris = commits.column("uri").to_pylist()
     video_ids = commits.column("video_id").to_pylist()
-    hashes = commits.column("settings_hash").to_pylist()
-    times = commits.column("committed_at").to_pylist()
-    tasks = commits.column("tasks").to_pylist()
-    build = [is_build_settings(h) for h in hashes]
+    times = commits.column("committed_at").cast(pa.int64()).to_pylist()
+    repeated_uris = _repeated(uris, build)
     # Rule 5: a uri holds the content of its newest commit that knows one, whatever its settings.
-    content: dict[str, tuple[Any, str]] = {}
-    for i in range(n):
+    content: dict[str, tuple[int, str]] = {}
+    for i in _rows_of(uris, repeated_uris):
         if build[i] and video_ids[i] is not None and (uris[i] not in content or times[i] > content[uris[i]][0]):
             content[uris[i]] = (times[i], video_ids[i])
-    visible = commits.column("visible").to_pylist()
-    for i in range(n):
+    for i in _rows_of(uris, repeated_uris):
         if build[i] and video_ids[i] is not None and content[uris[i]][1] != video_ids[i]:
             visible[i] = False
-        elif settings is not None and hashes[i] != settings and status[i] != "duplicate":
-            visible[i] = False
     # A failure is hidden by a newer indexed commit of its uri under any build settings in view.
-    newest_indexed: dict[str, Any] = {}
-    for i in range(n):
-        if visible[i] and build[i] and status[i] == "indexed":
-            if uris[i] not in newest_indexed or times[i] > newest_indexed[uris[i]]:
-                newest_indexed[uris[i]] = times[i]
-    for i in range(n):
+    newest_indexed: dict[str, int] = {}
+    for i in _rows_of(uris, repeated_uris):
+        if visible[i] and build[i] and status[i] == "indexed" and times[i] > newest_indexed.get(uris[i], -1 << 62):
+            newest_indexed[uris[i]] = times[i]
+    for i in _rows_of(uris, repeated_uris):
         if status[i] == "failed" and build[i] and visible[i] and newest_indexed.get(uris[i], times[i]) > times[i]:
             visible[i] = False
     # Rule 4: per video, newest first, each task comes from the newest commit that holds it.
     hidden: list[list[str]] = [[] for _ in range(n)]
-    shows_video = [not build[i] for i in range(n)]
+    shows_video = [True] * n
+    indexed_build = build & visible & np.array([s == "indexed" for s in status], dtype=bool)
+    repeated_videos = _repeated(video_ids, indexed_build)
+    primary_uri = {v: u for v, u, ok in zip(video_ids, uris, indexed_build.tolist(), strict=True)
+                   if ok and v not in repeated_videos}
     covered: dict[str, set[str] | None] = {}  # None: every task is taken
-    primary_uri: dict[str, str] = {}
-    order = sorted((i for i in range(n) if visible[i] and build[i] and status[i] == "indexed"),
-                   key=lambda i: times[i], reverse=True)
-    for i in order:
-        video = video_ids[i] or ""
+    tasks = commits.column("tasks") if repeated_videos else None
+    for i in sorted(_rows_of(video_ids, repeated_videos), key=lambda i: times[i], reverse=True):
+        if not indexed_build[i]:
+            continue
+        video = video_ids[i]
+        shows_video[i] = video not in covered
         if video not in covered:
             covered[video] = set()
-            shows_video[i] = True
             primary_uri[video] = uris[i]
         taken = covered[video]
         if taken is None:
             visible[i] = False
             continue
-        mine = tasks[i]
+        mine = tasks[i].as_py()
         if mine is None:  # an older commit without its task list: it may hold any task
             hidden[i] = sorted(taken)
             covered[video] = None
@@ -403,8 +407,8 @@ def identity_rules(commits: pa.Table, settings: str | None = None) -> pa.Table:
     # indexed commit under another uri.
     primary: list[str | None] = [None] * n
     listed: set[str] = set()
-    for i in sorted(range(n), key=lambda i: times[i], reverse=True):
-        if status[i] == "duplicate" and visible[i]:
+    for i in sorted((i for i in range(n) if status[i] == "duplicate"), key=lambda i: times[i], reverse=True):
+        if visible[i]:
             primary[i] = primary_uri.get(video_ids[i] or "")
             visible[i] = primary[i] is not None and primary[i] != uris[i] and uris[i] not in listed
             listed.add(uris[i])
@@ -414,6 +418,21 @@ def identity_rules(commits: pa.Table, settings: str | None = None) -> pa.Table:
         keep = [h == settings or s == "duplicate" for h, s in zip(hashes, status, strict=True)]
         result = result.filter(pa.array(keep))
     return result
+
+
+def _repeated(values: list[Any], mask: np.ndarray) -> set[Any]:
+    """The values that occur more than once among the rows ``mask`` keeps (None left out)."""
+    seen: set[Any] = set()
+    twice: set[Any] = set()
+    for value, keep in zip(values, mask.tolist(), strict=True):
+        if keep and value is not None:
+            (twice if value in seen else seen).add(value)
+    return twice
+
+
+def _rows_of(values: list[Any], wanted: set[Any]) -> list[int]:
+    """Rows whose value is in ``wanted`` (the only ones a cross-commit rule can change)."""
+    return [i for i, value in enumerate(values) if value in wanted] if wanted else []
 
 
 def snapshot(location: str, with_segments: bool = False, *, settings: str | None = None,
