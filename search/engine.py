@@ -250,8 +250,8 @@ class SearchEngine:
                 continue
             rows = part.read_units(np.array([row for _, row in mine])).to_pylist()
             for (i, _), r in zip(mine, rows, strict=True):
-                hits[i] = SearchHit(uri=self._named(r["uri"], r["video_id"], filters), video_id=r["video_id"], clip_index=r["clip_index"],
-                                    start_s=r["start_s"], end_s=r["end_s"], score=found[i][0], task=r["task"],
+                hits[i] = SearchHit(uri=self._named(r["uri"], r["video_id"], filters), video_id=r["video_id"],
+                                    clip_index=r["clip_index"], start_s=r["start_s"], end_s=r["end_s"], score=found[i][0], task=r["task"],
                                     text=r["text"] or "")
         self.timings["search_s"] = time.perf_counter() - started
         return [h for h in hits if h is not None]
