@@ -24,7 +24,7 @@ from index.layout import IndexLayout
 from schemas.tables import COMMITS_SCHEMA, ERRORS_SCHEMA, VIDEOS_SCHEMA, segments_schema
 
 HEADER_KEY = b"plm_index.commit"
-Status = Literal["indexed", "failed"]
+Status = Literal["indexed", "failed", "duplicate"]
 
 
 def now_utc() -> dt.datetime:
@@ -53,7 +53,10 @@ class VideoCommit:
     """Everything one video contributes to the index under one settings hash.
 
     An ``indexed`` commit has a ``video`` row and segments; a ``failed`` one has error rows (and
-    no segments: a video with any failure is not indexed, and a rerun retries it).
+    no segments: a video with any failure is not indexed, and a rerun retries it). A ``duplicate``
+    commit, keyed by its uri, says that ``uri`` holds the same content (``video_id``) as an indexed
+    commit of another uri: one set of model rows, found by either name. ``tasks`` lists the tasks of
+    the segments (None: unknown, an older commit).
     """
 
     key: str
@@ -67,6 +70,7 @@ class VideoCommit:
     errors: tuple[dict[str, Any], ...] = ()
     num_clips: int = 0
     num_segments: int = 0
+    tasks: tuple[str, ...] | None = None
 
     def header(self) -> dict[str, Any]:
         """The JSON header stored in the commit object's metadata."""
@@ -74,7 +78,7 @@ class VideoCommit:
                 "status": self.status, "committed_at": self.committed_at.isoformat(), "run_id": self.run_id,
                 "video": _jsonable(self.video) if self.video else None,
                 "errors": [_jsonable(row) for row in self.errors], "num_clips": self.num_clips,
-                "num_segments": self.num_segments}
+                "num_segments": self.num_segments, "tasks": None if self.tasks is None else list(self.tasks)}
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> VideoCommit:
@@ -83,13 +87,15 @@ class VideoCommit:
                    settings_hash=header["settings_hash"], status=header["status"],
                    committed_at=dt.datetime.fromisoformat(header["committed_at"]), run_id=header["run_id"],
                    video=header.get("video"), errors=tuple(header.get("errors") or ()),
-                   num_clips=int(header.get("num_clips") or 0), num_segments=int(header.get("num_segments") or 0))
+                   num_clips=int(header.get("num_clips") or 0), num_segments=int(header.get("num_segments") or 0),
+                   tasks=None if header.get("tasks") is None else tuple(header["tasks"]))
 
     def commits_row(self) -> dict[str, Any]:
         """This commit as a row of the ``commits`` table."""
         return {"key": self.key, "video_id": self.video_id, "uri": self.uri, "settings_hash": self.settings_hash,
                 "status": self.status, "committed_at": self.committed_at, "run_id": self.run_id,
-                "num_clips": self.num_clips, "num_segments": self.num_segments, "num_errors": len(self.errors)}
+                "num_clips": self.num_clips, "num_segments": self.num_segments, "num_errors": len(self.errors),
+                "tasks": None if self.tasks is None else list(self.tasks)}
 
     def videos_table(self) -> pa.Table:
         """The ``videos`` row of an indexed commit (empty for a failed one)."""

@@ -233,7 +233,9 @@ def compact(location: str, full: bool = False) -> CompactionReport:
     started = time.perf_counter()
     layout = IndexLayout(location)
     files_before = count_files(layout)
-    snap = snapshot(location, with_segments=True)
+    # Every settings' rows are kept: newer settings hide older ones from readers, but ``--settings``
+    # still reaches them (index.read rule 4), so compaction reads the stored view.
+    snap = snapshot(location, with_segments=True, identity=False)
     full = full or len(snap.generations) + 1 > MAX_GENERATIONS
     if not snap.live and not (full and len(snap.generations) > 1):
         return CompactionReport(None, full, files_before, files_before, 0, 0, time.perf_counter() - started)

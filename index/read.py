@@ -12,6 +12,28 @@ once). The rule, applied per (settings hash, key):
 3. A failed commit stops counting once the same uri has a newer indexed commit under the same
    settings (the file was fixed or replaced, so its content id changed).
 
+Across settings and uris (``identity_rules``; compaction keeps every settings' rows, so these
+decide only what readers see):
+
+4. **Newest settings win per (video, task).** Of a video's indexed commits under different build
+   settings, the newest one that holds a task gives that task's rows; older settings keep only
+   the tasks no newer commit holds (a build that adds ``--tasks fgqa`` keeps the captions). So a
+   rerun with a changed ``--max-new-tokens`` replaces rows instead of adding a second copy, and the
+   clips of two plans never mix within a task. The newest commit gives the ``videos`` row. A
+   failure never hides an older complete result, and is itself hidden by a newer indexed commit of
+   its uri under any build settings. Older settings stay reachable with ``settings=HASH``, which
+   reads that settings hash alone (rules 1-3 and 5).
+5. **The current content of a uri wins.** A uri's content is the ``video_id`` of its newest commit
+   that knows one (any status, any build settings); commits of that uri with another content (a
+   file replaced in place) are hidden, under every settings.
+8. **Identical copies: one set of model rows, found by every name.** The content's indexed commit
+   names the first uri committed; each other uri with the same content has a ``duplicate`` commit.
+   ``videos`` lists each copy (the model row's fields, its own uri, ``duplicate_of`` naming the
+   first) and search's ``--video`` finds the content's moments by the copy's name.
+
+Settings starting with ``import-`` (``plm-index import``) are not build settings: rules 4 and 5
+leave them alone.
+
 So every row is visible exactly once at every instant, whatever was killed half way. The build
 (what is done), search, eval, status and compaction all read through this module.
 """
@@ -36,6 +58,10 @@ from schemas.tables import COMMITS_SCHEMA, EMBEDDING_DIM, TABLES, segments_schem
 
 LIVE = "live"
 T = TypeVar("T")
+
+
+class UnknownSettingsError(ValueError):
+    """A settings hash asked for (``--settings``) that the index does not hold."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,7 @@ class IndexSnapshot:
     live: dict[str, StoredCommit]
     commits: pa.Table
     _segments_loaded: bool = field(default=False, repr=False)
+    settings: str | None = None
 
     @property
     def location(self) -> str:
@@ -164,7 +191,10 @@ class IndexSnapshot:
         schema = TABLES[name]
         parts = []
         for generation in self.generations:
-            wanted = _key_column(self._from_source(generation.name, status))
+            chosen = self._from_source(generation.name, status)
+            if name == "videos":
+                chosen = chosen.filter(chosen.column(SHOWS_VIDEO))
+            wanted = _key_column(chosen)
             if not len(wanted):
                 continue
             for path in generation.files_of(name):
@@ -174,8 +204,48 @@ class IndexSnapshot:
                 part = part.filter(pc.is_in(keys, value_set=pa.array(wanted.to_pylist(), pa.string())))
                 parts.append(conform_segments(part) if name == "segments" else conform(part, schema))
         for stored in self._live_commits(status):
-            parts.append(self._live_rows(stored, name))
+            if name != "videos" or stored.path in self._live_showing_video():
+                parts.append(self._live_rows(stored, name))
+        if name == "segments":
+            return self._without_hidden_tasks(concat(parts, schema))
+        if name == "videos":
+            return self._with_copies(concat(parts, schema))
         return concat(parts, schema)
+
+    def hidden_tasks(self) -> dict[tuple[str, str], set[str]]:
+        """(settings hash, video id) -> tasks of that visible commit that newer settings hide (rule 4)."""
+        current = self.current("indexed")
+        return {(h, v): set(t) for h, v, t in zip(current.column("settings_hash").to_pylist(),
+                                                   current.column("video_id").to_pylist(),
+                                                   current.column(HIDDEN_TASKS).to_pylist(), strict=True) if t}
+
+    def copies(self) -> dict[str, tuple[str, str]]:
+        """Identical copies (rule 8): copy uri -> (video id, uri whose commit holds the rows)."""
+        current = self.current("duplicate")  # the stored view (compaction) names no primary: no copies
+        return {u: (v, p) for u, v, p in zip(current.column("uri").to_pylist(), current.column("video_id").to_pylist(),
+                                             current.column(PRIMARY_URI).to_pylist(), strict=True) if p is not None}
+
+    def _live_showing_video(self) -> set[str]:
+        live = self._from_source(LIVE, "indexed")
+        return set(live.filter(live.column(SHOWS_VIDEO)).column("path").to_pylist())
+
+    def _without_hidden_tasks(self, segments: pa.Table) -> pa.Table:
+        hidden = self.hidden_tasks()
+        if not hidden or not segments.num_rows:
+            return segments
+        keep = [task not in hidden.get((h, v), ()) for h, v, task in zip(
+            segments.column("settings_hash").to_pylist(), segments.column("video_id").to_pylist(),
+            segments.column("task").to_pylist(), strict=True)]
+        return segments.filter(pa.array(keep, pa.bool_()))
+
+    def _with_copies(self, videos: pa.Table) -> pa.Table:
+        copies = self.copies()
+        if not copies or not videos.num_rows:
+            return videos
+        by_video = {row["video_id"]: row for row in videos.to_pylist()}
+        rows = [{**by_video[video_id], "uri": uri, "duplicate_of": primary}
+                for uri, (video_id, primary) in sorted(copies.items()) if video_id in by_video]
+        return concat([videos, pa.Table.from_pylist(rows, schema=videos.schema)], videos.schema)
 
     def _live_rows(self, stored: StoredCommit, name: str) -> pa.Table:
         if name == "videos":
@@ -241,18 +311,146 @@ def current_commits(candidates: pa.Table) -> pa.Table:
     return winners.append_column("visible", pa.array(visible, pa.bool_()))
 
 
-def snapshot(location: str, with_segments: bool = False) -> IndexSnapshot:
+IMPORT_SETTINGS_PREFIX = "import-"
+# Columns the identity rules add to the current commits (see ``identity_rules``).
+HIDDEN_TASKS = "hidden_tasks"
+SHOWS_VIDEO = "shows_video"
+PRIMARY_URI = "primary_uri"
+
+
+def is_build_settings(settings_hash: str) -> bool:
+    """Whether a settings hash is a build's (``plm-index import`` writes ``import-<task>``)."""
+    return not settings_hash.startswith(IMPORT_SETTINGS_PREFIX)
+
+
+def _with_identity_columns(commits: pa.Table, hidden: list[list[str]], shows_video: list[bool],
+                           primary: list[str | None]) -> pa.Table:
+    return (commits.append_column(HIDDEN_TASKS, pa.array(hidden, pa.list_(pa.string())))
+            .append_column(SHOWS_VIDEO, pa.array(shows_video, pa.bool_()))
+            .append_column(PRIMARY_URI, pa.array(primary, pa.string())))
+
+
+def stored_view(commits: pa.Table) -> pa.Table:
+    """The per-(settings, key) winners as stored, without the cross-settings rules (compaction's view)."""
+    n = commits.num_rows
+    return _with_identity_columns(commits, [[] for _ in range(n)], [True] * n, [None] * n)
+
+
+def identity_rules(commits: pa.Table, settings: str | None = None) -> pa.Table:
+    """Rules 4, 5 and 8 of the module docstring over the per-(settings, key) winners.
+
+    ``commits`` are ``current_commits``' winners (with rule 3's ``visible``); the answer keeps the
+    rows of ``settings`` only when it is given, and adds ``hidden_tasks`` (tasks of an indexed
+    commit that a newer settings' commit of the video holds), ``shows_video`` (this commit gives
+    the video's ``videos`` row) and ``primary_uri`` (for a duplicate: the uri holding the rows).
+    Only uris and videos with more than one commit are looked at one by one.
+    """
+    n = commits.num_rows
+    status = commits.column("status").to_pylist()
+    hashes = commits.column("settings_hash").to_pylist()
+    build = np.array([is_build_settings(h) for h in hashes], dtype=bool)
+    visible = np.asarray(commits.column("visible").to_numpy(zero_copy_only=False), dtype=bool).copy()
+    if settings is not None:
+        visible &= np.array([h == settings or s == "duplicate" for h, s in zip(hashes, status, strict=True)])
+    uris = commits.column("uri").to_pylist()
+    video_ids = commits.column("video_id").to_pylist()
+    times = commits.column("committed_at").cast(pa.int64()).to_pylist()
+    repeated_uris = _repeated(uris, build)
+    # Rule 5: a uri holds the content of its newest commit that knows one, whatever its settings.
+    content: dict[str, tuple[int, str]] = {}
+    for i in _rows_of(uris, repeated_uris):
+        if build[i] and video_ids[i] is not None and (uris[i] not in content or times[i] > content[uris[i]][0]):
+            content[uris[i]] = (times[i], video_ids[i])
+    for i in _rows_of(uris, repeated_uris):
+        if build[i] and video_ids[i] is not None and content[uris[i]][1] != video_ids[i]:
+            visible[i] = False
+    # A failure is hidden by a newer indexed commit of its uri under any build settings in view.
+    newest_indexed: dict[str, int] = {}
+    for i in _rows_of(uris, repeated_uris):
+        if visible[i] and build[i] and status[i] == "indexed" and times[i] > newest_indexed.get(uris[i], -1 << 62):
+            newest_indexed[uris[i]] = times[i]
+    for i in _rows_of(uris, repeated_uris):
+        if status[i] == "failed" and build[i] and visible[i] and newest_indexed.get(uris[i], times[i]) > times[i]:
+            visible[i] = False
+    # Rule 4: per video, newest first, each task comes from the newest commit that holds it.
+    hidden: list[list[str]] = [[] for _ in range(n)]
+    shows_video = [True] * n
+    indexed_build = build & visible & np.array([s == "indexed" for s in status], dtype=bool)
+    repeated_videos = _repeated(video_ids, indexed_build)
+    primary_uri = {v: u for v, u, ok in zip(video_ids, uris, indexed_build.tolist(), strict=True)
+                   if ok and v not in repeated_videos}
+    covered: dict[str, set[str] | None] = {}  # None: every task is taken
+    tasks = commits.column("tasks") if repeated_videos else None
+    for i in sorted(_rows_of(video_ids, repeated_videos), key=lambda i: times[i], reverse=True):
+        if not indexed_build[i]:
+            continue
+        video = video_ids[i]
+        shows_video[i] = video not in covered
+        if video not in covered:
+            covered[video] = set()
+            primary_uri[video] = uris[i]
+        taken = covered[video]
+        if taken is None:
+            visible[i] = False
+            continue
+        mine = tasks[i].as_py()
+        if mine is None:  # an older commit without its task list: it may hold any task
+            hidden[i] = sorted(taken)
+            covered[video] = None
+            continue
+        hidden[i] = sorted(taken & set(mine))
+        if mine and len(hidden[i]) == len(set(mine)):
+            visible[i] = False
+            hidden[i] = []
+        taken.update(mine)
+    # Rule 8: a copy is listed (once, its newest duplicate commit) while its content has a visible
+    # indexed commit under another uri.
+    primary: list[str | None] = [None] * n
+    listed: set[str] = set()
+    for i in sorted((i for i in range(n) if status[i] == "duplicate"), key=lambda i: times[i], reverse=True):
+        if visible[i]:
+            primary[i] = primary_uri.get(video_ids[i] or "")
+            visible[i] = primary[i] is not None and primary[i] != uris[i] and uris[i] not in listed
+            listed.add(uris[i])
+    result = commits.set_column(commits.schema.get_field_index("visible"), "visible", pa.array(visible, pa.bool_()))
+    result = _with_identity_columns(result, hidden, shows_video, primary)
+    if settings is not None:
+        keep = [h == settings or s == "duplicate" for h, s in zip(hashes, status, strict=True)]
+        result = result.filter(pa.array(keep))
+    return result
+
+
+def _repeated(values: list[Any], mask: np.ndarray) -> set[Any]:
+    """The values that occur more than once among the rows ``mask`` keeps (None left out)."""
+    seen: set[Any] = set()
+    twice: set[Any] = set()
+    for value, keep in zip(values, mask.tolist(), strict=True):
+        if keep and value is not None:
+            (twice if value in seen else seen).add(value)
+    return twice
+
+
+def _rows_of(values: list[Any], wanted: set[Any]) -> list[int]:
+    """Rows whose value is in ``wanted`` (the only ones a cross-commit rule can change)."""
+    return [i for i, value in enumerate(values) if value in wanted] if wanted else []
+
+
+def snapshot(location: str, with_segments: bool = False, *, settings: str | None = None,
+             identity: bool = True) -> IndexSnapshot:
     """The index at ``location`` as it stands now (an empty snapshot where nothing is committed yet).
 
     Live commits are read whole when ``with_segments`` is set, else only their headers (segment
     rows are then read on demand). A generation superseded while this runs is read again once.
+    ``settings`` reads one settings hash alone (an older settings' rows, which newer settings
+    hide otherwise); ``identity=False`` skips rules 4, 5 and 8 (compaction keeps every stored row).
     """
     check_format(location)
     layout = IndexLayout(location)
-    return with_snapshot_retries(lambda: _snapshot(layout, with_segments))
+    return with_snapshot_retries(lambda: _snapshot(layout, with_segments, settings, identity))
 
 
-def _snapshot(layout: IndexLayout, with_segments: bool) -> IndexSnapshot:
+def _snapshot(layout: IndexLayout, with_segments: bool, settings: str | None = None,
+              identity: bool = True) -> IndexSnapshot:
     # Live commits are listed BEFORE generations: compaction writes a generation before it deletes
     # the commits it merged, so a commit gone by the time it is read is in a generation listed after.
     live: dict[str, StoredCommit] = {}
@@ -262,7 +460,12 @@ def _snapshot(layout: IndexLayout, with_segments: bool) -> IndexSnapshot:
         except FileNotFoundError:
             continue  # compacted away since it was listed: the generation listed next holds it
     generations = list_generations(layout)
-    return IndexSnapshot(layout, generations, live, current_commits(_candidates(layout, generations, live)))
+    winners = current_commits(_candidates(layout, generations, live))
+    if settings is not None and settings not in set(winners.column("settings_hash").to_pylist()):
+        raise UnknownSettingsError(f"{layout.location} holds no commits under settings {settings!r}; "
+                                   "'plm-index status --index INDEX' lists the settings hashes it holds")
+    commits = identity_rules(winners, settings) if identity else stored_view(winners)
+    return IndexSnapshot(layout, generations, live, commits, settings=settings)
 
 
 def with_snapshot_retries(read: Callable[[], T], attempts: int = 3) -> T:
@@ -280,7 +483,8 @@ def with_snapshot_retries(read: Callable[[], T], attempts: int = 3) -> T:
     raise AssertionError("unreachable")
 
 
-def read_current(location: str, table: str) -> pa.Table:
-    """One table of the index as it stands now, each row once (see the module docstring)."""
+def read_current(location: str, table: str, settings: str | None = None) -> pa.Table:
+    """One table of the index as it stands now, each row once (see the module docstring);
+    ``settings`` reads that settings hash alone."""
     check_format(location)
-    return with_snapshot_retries(lambda: _snapshot(IndexLayout(location), False).table(table))
+    return with_snapshot_retries(lambda: _snapshot(IndexLayout(location), False, settings).table(table))

@@ -31,6 +31,20 @@ class FailureGroup:
 
 
 @dataclass(frozen=True)
+class SettingsSummary:
+    """One settings hash the index holds: its indexed videos, how many readers see, its newest commit.
+
+    Newer settings hide an older one's rows per (video, task) (``index.read`` rule 4); they stay
+    reachable with ``--settings HASH`` on ``search`` and ``status``.
+    """
+
+    settings_hash: str
+    videos_indexed: int
+    videos_current: int
+    newest_commit: str
+
+
+@dataclass(frozen=True)
 class LastRun:
     """The newest run, and what it left behind if it did not finish."""
 
@@ -60,6 +74,9 @@ class IndexStatus:
     last_run: LastRun | None
     runs: int
     unfinished_runs: list[str] = field(default_factory=list)
+    settings: list[SettingsSummary] = field(default_factory=list)
+    settings_filter: str | None = None
+    copies: int = 0
 
     def rerun_redoes(self) -> str:
         """What running the last build command again would do, in one sentence."""
@@ -78,8 +95,9 @@ class IndexStatus:
 
     def text(self) -> str:
         """The human form."""
-        lines = [f"index {self.location}",
-                 f"  videos: {self.videos_indexed} indexed, {self.videos_failed} failed"]
+        lines = [f"index {self.location}" + (f" (settings {self.settings_filter} alone)" if self.settings_filter else ""),
+                 f"  videos: {self.videos_indexed} indexed, {self.videos_failed} failed"
+                 + (f", {self.copies} identical copies of them" if self.copies else "")]
         for group in self.failed_by_stage:
             lines.append(f"    failed at {group.stage} ({group.error_class}): {group.videos} video(s), "
                          f"e.g. {group.example_uri}: {group.example_message}")
@@ -88,9 +106,12 @@ class IndexStatus:
                      f"{self.generations} compacted generation(s))"
                      + ("; run 'plm-index compact --index " + self.location + "' to merge them"
                         if self.live_commits > 1000 else ""))
-        if len(self.settings_hashes) > 1:
-            lines.append(f"  settings: {len(self.settings_hashes)} different settings hashes "
-                         f"({', '.join(self.settings_hashes)})")
+        if len(self.settings) > 1:
+            lines.append(f"  settings: {len(self.settings)} settings hashes, newest first (older ones: "
+                         "search --settings HASH)")
+            for item in self.settings:
+                lines.append(f"    {item.settings_hash}: {item.videos_indexed} video(s) indexed, "
+                             f"{item.videos_current} current, newest commit {item.newest_commit}")
         run = self.last_run
         if run is None:
             lines.append("  runs: none recorded")
@@ -131,22 +152,49 @@ def _last_run(runs: list[RunRecord], commits: Any) -> LastRun | None:
                    input=run.input, accounting_line=run.accounting_line, committed_by_run=committed, error=run.error)
 
 
-def index_status(location: str) -> IndexStatus:
-    """Read ``location`` once and say what it holds (raises ``LegacyIndexError`` for a first-layout index)."""
+def _settings_summaries(location: str, current: Any) -> list[SettingsSummary]:
+    """Every settings hash the index stores, newest commit first, with how many of its videos readers see."""
+    stored = snapshot(location, identity=False).current("indexed")
+    seen = Counter(current.column("settings_hash").to_pylist())
+    summaries = []
+    for settings in sorted(set(stored.column("settings_hash").to_pylist())):
+        mine = stored.filter(pc.equal(stored.column("settings_hash"), settings))
+        newest = pc.max(mine.column("committed_at")).as_py()
+        summaries.append(SettingsSummary(settings, mine.num_rows, seen.get(settings, 0),
+                                         newest.isoformat(timespec="seconds") if newest else ""))
+    return sorted(summaries, key=lambda s: s.newest_commit, reverse=True)
+
+
+def _segment_rows(snap: Any, indexed: Any) -> int:
+    """Segment rows readers see: the commits' counts, or the rows themselves where newer settings hide some tasks."""
+    if not indexed.num_rows:
+        return 0
+    if snap.hidden_tasks():
+        return snap.table("segments").num_rows
+    return int(pc.sum(indexed.column("num_segments")).as_py() or 0)
+
+
+def index_status(location: str, settings: str | None = None) -> IndexStatus:
+    """Read ``location`` once and say what it holds (raises ``LegacyIndexError`` for a first-layout index).
+
+    ``settings`` reports that settings hash alone (``UnknownSettingsError`` if the index has none).
+    """
     if not storage.exists(location):
         raise FileNotFoundError(f"no index at {location}: check the path, or build one with 'plm-index build'")
-    snap = snapshot(location)
+    snap = snapshot(location, settings=settings)
     visible = snap.current()
     indexed = visible.filter(pc.equal(visible.column("status"), "indexed"))
+    # A video whose tasks come from two settings has two visible commits: count it once.
+    videos = len(set(indexed.column("video_id").to_pylist()))
     failed = visible.filter(pc.equal(visible.column("status"), "failed"))
     runs = list_runs(location)
     all_commits = snap.current(visible_only=False)
     return IndexStatus(
         location=location,
-        videos_indexed=indexed.num_rows,
+        videos_indexed=videos,
         videos_failed=failed.num_rows,
         failed_by_stage=_failure_groups(snap.table("errors")) if failed.num_rows else [],
-        segment_rows=int(pc.sum(indexed.column("num_segments")).as_py() or 0) if indexed.num_rows else 0,
+        segment_rows=_segment_rows(snap, indexed),
         live_commits=len(snap.live),
         generations=len(snap.generations),
         files=count_files(IndexLayout(location)),
@@ -154,4 +202,7 @@ def index_status(location: str) -> IndexStatus:
         last_run=_last_run(runs, all_commits),
         runs=len(runs),
         unfinished_runs=[r.run_id for r in runs if r.status != "finished"],
+        settings=_settings_summaries(location, indexed),
+        settings_filter=settings,
+        copies=snap.current("duplicate").num_rows,
     )

@@ -109,6 +109,7 @@ def cmd_build(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """``plm-index search``: imports only the ``search`` package (no Beam, no torch)."""
+    from index.read import UnknownSettingsError
     from search import DEFAULT_MERGE_GAP_S, SearchFilters, SearchQueryError, run_search, sync
     from search.store import StoreError
 
@@ -122,7 +123,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             return 2
     try:
         if getattr(args, "rebuild", False):
-            print(sync(args.index, getattr(args, "embedding_model", None), rebuild=True).line(), file=sys.stderr)
+            print(sync(args.index, getattr(args, "embedding_model", None), rebuild=True,
+                       settings=getattr(args, "settings", None)).line(), file=sys.stderr)
             if args.query is None:
                 return 0
         if args.query is None:
@@ -134,10 +136,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(run_search(args.index, args.query, args.limit, args.json, mode=getattr(args, "mode", "hybrid"),
                          filters=filters, min_score=getattr(args, "min_score", None), merge_gap_s=merge_gap,
                          html_out=getattr(args, "html", None),
-                         embedding_model=getattr(args, "embedding_model", None)))
+                         embedding_model=getattr(args, "embedding_model", None),
+                         settings=getattr(args, "settings", None)))
         if getattr(args, "html", None):
             print(f"wrote {args.html}", file=sys.stderr)
-    except (SearchQueryError, FileNotFoundError, StoreError) as exc:
+    except (SearchQueryError, FileNotFoundError, StoreError, UnknownSettingsError) as exc:
         print(f"plm-index search: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -148,11 +151,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from index.layout import LegacyIndexError
+    from index.read import UnknownSettingsError
     from index.status import index_status
 
     try:
-        status = index_status(args.index)
-    except (LegacyIndexError, FileNotFoundError) as exc:
+        status = index_status(args.index, settings=getattr(args, "settings", None))
+    except (LegacyIndexError, FileNotFoundError, UnknownSettingsError) as exc:
         print(f"plm-index status: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(status.to_json(), indent=1) if args.json else status.text())
@@ -245,6 +249,9 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
                         help="BM25 keywords, embedding cosine, or both fused (default)")
     search.add_argument("--limit", type=int, default=10, help="number of moments to show")
     search.add_argument("--video", default=None, help="only videos whose uri (or file name) matches this glob")
+    search.add_argument("--settings", default=None, metavar="HASH",
+                        help="search the rows of this settings hash alone (older settings that newer builds hide; "
+                             "'plm-index status' lists them)")
     # Checked against the task registry only when given: loading every task module costs a cold search ~0.2 s.
     search.add_argument("--task", default=None, help="only segments of this task (caption, fgqa, ...)")
     search.add_argument("--from", dest="start_s", type=float, default=None, metavar="SECONDS",
@@ -309,6 +316,8 @@ def add_status_parser(commands: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="what an index holds, what failed, what a rerun would redo")
     status.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument("--settings", default=None, metavar="HASH",
+                        help="what one settings hash holds on its own (older settings that newer builds hide)")
 
 
 def add_compact_parser(commands: argparse._SubParsersAction) -> None:

@@ -22,6 +22,8 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("settings_hash", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("created_at", TIMESTAMP),
+        # Set on the row of an identical copy: the uri whose commit holds the model rows (``index.read``).
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 
@@ -115,7 +117,7 @@ ERRORS_SCHEMA = pa.schema(
     ]
 )
 
-# One row per per-video commit: which outcome (indexed or failed) a video has under a settings hash,
+# One row per per-video commit: which outcome (indexed, failed, or duplicate: an identical copy) a video has under a settings hash,
 # and when it was committed. The index's one rule for "current" reads this table (``index.read``).
 COMMITS_SCHEMA = pa.schema(
     [
@@ -129,6 +131,9 @@ COMMITS_SCHEMA = pa.schema(
         pa.field("num_clips", pa.int32()),
         pa.field("num_segments", pa.int32()),
         pa.field("num_errors", pa.int32()),
+        # The tasks the commit's segments hold (null in commits written before the column existed:
+        # read as "every task"). The cross-settings rule of ``index.read`` works per task.
+        pa.field("tasks", pa.list_(pa.string())),
     ]
 )
 

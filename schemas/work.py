@@ -28,10 +28,15 @@ class InputIgnored(Progress):
 
 @dataclass(frozen=True)
 class InputSkipped(Progress):
-    """An input not processed again: already indexed with these settings, or a copy already in flight."""
+    """An input not processed again: already indexed with these settings, or a copy already in flight.
+
+    ``video_id`` is set on an identical copy (same content, another uri): the commit stage records
+    the uri as a duplicate of that content so search finds it by its own name.
+    """
 
     uri: str
     reason: Literal["done", "duplicate"]
+    video_id: str | None = None
 
 
 @dataclass(frozen=True)

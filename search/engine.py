@@ -80,12 +80,14 @@ class SearchEngine:
 
     @classmethod
     def open(cls, location: str, embedding_model: str | None = None, sync_first: bool = True, *,
-             ann: bool = True) -> SearchEngine:
+             ann: bool = True, settings: str | None = None) -> SearchEngine:
         """Open the derived search index of the index at ``location`` (synced first, see ``open_store``).
 
-        ``ann=False`` scans every vector instead of probing the IVF index (the exact baseline).
+        ``ann=False`` scans every vector instead of probing the IVF index (the exact baseline);
+        ``settings`` searches that settings hash's rows alone (older settings a newer one hides).
         """
-        return cls(open_store(location, embedding_model, sync_first=sync_first), embedding_model, location, ann=ann)
+        return cls(open_store(location, embedding_model, sync_first=sync_first, settings=settings), embedding_model,
+                   location, ann=ann)
 
     @property
     def num_rows(self) -> int:
@@ -113,13 +115,32 @@ class SearchEngine:
         if filters.video is not None:
             values, codes = part.filter_column("uri")
             matches = filters.uri_matches(values)
-            keep &= matches[codes] if len(matches) else False
+            by_uri = matches[codes] if len(matches) else np.zeros(part.rows, dtype=bool)
+            copied = self._copied_videos(filters)
+            if copied:  # identical copies answer by their own names (index.read rule 8)
+                ids, id_codes = part.filter_column("video_id")
+                by_uri = by_uri | np.isin(np.asarray(ids, dtype=object), list(copied))[id_codes]
+            keep &= by_uri
         if filters.task is not None:
             values, codes = part.filter_column("task")
             keep &= (np.asarray(values, dtype=object) == filters.task)[codes] if values else False
         keep &= filters.time_overlaps(part.filter_column("start_s") if filters.end_s is not None else None,
                                       part.filter_column("end_s") if filters.start_s is not None else None)
         return keep
+
+    def _copied_videos(self, filters: SearchFilters) -> dict[str, str]:
+        """Content id -> the copy's uri, for identical copies whose own uri matches the ``--video`` glob."""
+        copies = self.store.copies
+        if filters.video is None or not copies:
+            return {}
+        uris = sorted(copies)
+        return {copies[u]: u for u, hit in zip(uris, filters.uri_matches(uris), strict=True) if hit}
+
+    def _named(self, uri: str, video_id: str, filters: SearchFilters) -> str:
+        """The uri a hit is shown under: a copy's own name when only the copy matches ``--video``."""
+        if filters.video is None or filters.uri_matches([uri])[0]:
+            return uri
+        return self._copied_videos(filters).get(video_id, uri)
 
     def _candidates(self, part: Part, qvec: np.ndarray, lexical: np.ndarray, allowed: np.ndarray | None,
                     mode: str, full_scan: bool) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -227,8 +248,8 @@ class SearchEngine:
                 continue
             rows = part.read_units(np.array([row for _, row in mine])).to_pylist()
             for (i, _), r in zip(mine, rows, strict=True):
-                hits[i] = SearchHit(uri=r["uri"], video_id=r["video_id"], clip_index=r["clip_index"],
-                                    start_s=r["start_s"], end_s=r["end_s"], score=found[i][0], task=r["task"],
+                hits[i] = SearchHit(uri=self._named(r["uri"], r["video_id"], filters), video_id=r["video_id"],
+                                    clip_index=r["clip_index"], start_s=r["start_s"], end_s=r["end_s"], score=found[i][0], task=r["task"],
                                     text=r["text"] or "")
         self.timings["search_s"] = time.perf_counter() - started
         return [h for h in hits if h is not None]

@@ -51,16 +51,17 @@ def search_moments(engine: SearchEngine, query: str, limit: int = 10, *, mode: s
 def run_search(index: str, query: str, limit: int = 10, as_json: bool = False, *, mode: str = DEFAULT_MODE,
                filters: SearchFilters | None = None, min_score: float | None = None,
                merge_gap_s: float | None = DEFAULT_MERGE_GAP_S, html_out: str | None = None,
-               embedding_model: str | None = None) -> str:
+               embedding_model: str | None = None, settings: str | None = None) -> str:
     """Search the index at ``index`` and render the moments as a table or JSON.
 
-    With ``html_out`` the results page is also written there (local path). Raises
+    With ``html_out`` the results page is also written there (local path). ``settings`` searches
+    that settings hash's rows alone (an older settings that a newer build hides). Raises
     ``FileNotFoundError`` if there is no index there, ``SearchQueryError`` for an unusable query,
     mode, limit or filter and ``EmptyIndexError`` if the index holds nothing searchable.
     """
     query = clean_query_text(query)
     check_request(query, mode, limit, filters, min_score)  # a bad request is reported before the index is read
-    engine = SearchEngine.open(index, embedding_model)
+    engine = SearchEngine.open(index, embedding_model, settings=settings)
     moments = search_moments(engine, query, limit, mode=mode, filters=filters, min_score=min_score,
                              merge_gap_s=merge_gap_s)
     if html_out:

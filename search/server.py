@@ -137,6 +137,7 @@ class IndexApp:
                 table = table.filter(mask)
             uris.update(pc.unique(table.column("uri")).to_pylist())
             tasks.update(pc.unique(table.column("task")).to_pylist())
+        uris.update(engine.store.copies)  # identical copies are shown under their own names (index.read rule 8)
         uris.discard(None)
         tasks.discard(None)
         return frozenset(uris), sorted(tasks)

@@ -40,7 +40,15 @@ from core import storage
 from core.text_embedding import EMBEDDING_DIM_DEFAULT, model_label, query_embedder
 from index.commit import read_commit
 from index.layout import IndexLayout
-from index.read import LIVE, IndexSnapshot, conform_segments, read_parquet, snapshot, with_snapshot_retries
+from index.read import (
+    HIDDEN_TASKS,
+    LIVE,
+    IndexSnapshot,
+    conform_segments,
+    read_parquet,
+    snapshot,
+    with_snapshot_retries,
+)
 from search import ivf
 from search.text_index import TextIndex, write_text_index
 from search.units import OWNER_SEP, UNITS_SCHEMA, segments_to_units
@@ -65,12 +73,19 @@ def cache_home() -> str:
     return os.path.join(home, "search")
 
 
-def store_root(location: str) -> str:
-    """The local folder of ``location``'s derived search index."""
+def store_root(location: str, settings: str | None = None) -> str:
+    """The local folder of ``location``'s derived search index (of one settings hash's rows, if given).
+
+    ``settings`` (``search --settings HASH``) gets its own derived index in ``by-settings/HASH/``:
+    the default one holds what the index's identity rules make current, where newer settings
+    hide older ones.
+    """
     if storage.is_remote(location):
         digest = hashlib.sha256(location.rstrip("/").encode()).hexdigest()[:20]
-        return os.path.join(cache_home(), digest)
-    return IndexLayout(location).search_root
+        root = os.path.join(cache_home(), digest)
+    else:
+        root = IndexLayout(location).search_root
+    return root if settings is None else os.path.join(root, "by-settings", settings)
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,7 @@ def _state(snap: IndexSnapshot) -> str:
     items = sorted(zip(current.column("source").to_pylist(), current.column("settings_hash").to_pylist(),
                        current.column("key").to_pylist(),
                        [str(t) for t in current.column("committed_at").to_pylist()],
-                       current.column("status").to_pylist(), strict=True))
+                       current.column("status").to_pylist(), current.column(HIDDEN_TASKS).to_pylist(), strict=True))
     names = [g.name for g in snap.generations]
     return hashlib.sha256(json.dumps([STORE_VERSION, names, items]).encode()).hexdigest()[:20]
 
@@ -148,14 +163,15 @@ def _owned(part: dict, snap_current: dict[str, tuple[str, str]]) -> set[str]:
             if snap_current.get(owner, (None, None)) == (LIVE, at)}
 
 
-def sync(location: str, model: str | None = None, rebuild: bool = False) -> SyncReport:
+def sync(location: str, model: str | None = None, rebuild: bool = False, settings: str | None = None) -> SyncReport:
     """Bring the derived search index of ``location`` up to date with its Parquet index.
 
     Incremental: only generations and live commits no part covers yet are read. ``rebuild``
-    throws the derived index away and builds it again from the Parquet index. Returns what it did.
+    throws the derived index away and builds it again from the Parquet index. ``settings``
+    syncs the derived index of that settings hash's rows alone. Returns what it did.
     """
     started = time.perf_counter()
-    root = store_root(location)
+    root = store_root(location, settings)
     if rebuild and os.path.isdir(root):
         shutil.rmtree(root)
     os.makedirs(os.path.join(root, "parts"), exist_ok=True)
@@ -163,8 +179,8 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
     manifest = _read_manifest(root)
     if manifest["parts"] and manifest["model"] != label:
         log.info("search index %s was built with %s, not %s: rebuilding", root, manifest["model"], label)
-        return sync(location, model, rebuild=True)
-    snap = snapshot(location)
+        return sync(location, model, rebuild=True, settings=settings)
+    snap = snapshot(location, settings=settings)
     state = _state(snap)
     if manifest["state"] == state and not rebuild:
         _ensure_ivf(root, manifest)
@@ -206,13 +222,18 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
         added += 1
         units_added += units.num_rows
     kept, dropped = [], []
+    hidden = {f"{h}{OWNER_SEP}{v}": tasks for (h, v), tasks in snap.hidden_tasks().items()}
     for part in parts:
         owned = _owned(part, snap_current)
         if not owned:
             dropped.append(part)
             continue
-        owners = pq.read_table(os.path.join(root, "parts", part["name"], "units.parquet"), columns=["owner"])
-        mask = ~np.isin(np.asarray(owners.column("owner").to_pylist(), dtype=object), list(owned))
+        owners = pq.read_table(os.path.join(root, "parts", part["name"], "units.parquet"), columns=["owner", "task"])
+        owner_list = owners.column("owner").to_pylist()
+        mask = ~np.isin(np.asarray(owner_list, dtype=object), list(owned))
+        if hidden:  # tasks a newer settings' commit of the video holds (index.read rule 4)
+            mask |= np.array([task in hidden.get(owner, ()) for owner, task in
+                              zip(owner_list, owners.column("task").to_pylist(), strict=True)], dtype=bool)
         part = {**part, "dead": None, "dead_rows": int(mask.sum())}
         if mask.any():
             dead_name = f"dead-{state}.npy"
@@ -220,13 +241,18 @@ def sync(location: str, model: str | None = None, rebuild: bool = False) -> Sync
             part["dead"] = dead_name
         kept.append(part)
     _write_manifest(root, {"version": STORE_VERSION, "model": label, "dim": dim, "state": state, "parts": kept,
-                           "location": location})
+                           "location": location, "copies": _copies(snap)})
     for part in dropped:
         shutil.rmtree(os.path.join(root, "parts", part["name"]), ignore_errors=True)
     _remove_orphans(root, {p["name"] for p in kept}, state)
     _ensure_ivf(root, {"dim": dim, "parts": kept})
     return SyncReport(root, len(kept), added, len(dropped), units_added, _current_units(kept),
                       time.perf_counter() - started)
+
+
+def _copies(snap: IndexSnapshot) -> dict[str, str]:
+    """Identical copies (``index.read`` rule 8): copy uri -> the content id whose units answer for it."""
+    return {uri: video_id for uri, (video_id, _) in snap.copies().items()}
 
 
 def _write_units_arrow(folder: str, units: pa.Table) -> None:
@@ -325,11 +351,11 @@ class Part:
         return self._ivf
 
     def filter_column(self, name: str) -> tuple[list, np.ndarray] | np.ndarray:
-        """A column the filters read, kept after its first read: ``uri``/``task`` as (distinct values,
+        """A column the filters read, kept after its first read: ``uri``/``task``/``video_id`` as (distinct values,
         each row's index into them), ``start_s``/``end_s`` as numbers."""
         if name not in self._filter_columns:
             column = self.units.read(columns=[name]).column(name)
-            if name in ("uri", "task"):
+            if name in ("uri", "task", "video_id"):
                 encoded = column.dictionary_encode().combine_chunks()
                 self._filter_columns[name] = (encoded.dictionary.to_pylist(),
                                               encoded.indices.to_numpy(zero_copy_only=False))
@@ -426,6 +452,8 @@ class Store:
     model: str | None
     dim: int
     parts: list[Part]
+    # Identical copies: copy uri -> content id (its units carry the first copy's uri).
+    copies: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_units(self) -> int:
@@ -433,17 +461,19 @@ class Store:
         return sum(p.rows - (0 if p.dead is None else len(p.dead)) for p in self.parts)
 
 
-def open_store(location: str, model: str | None = None, sync_first: bool = True) -> Store:
+def open_store(location: str, model: str | None = None, sync_first: bool = True,
+               settings: str | None = None) -> Store:
     """Open the derived search index of ``location``, syncing it first if the index changed.
 
-    Raises ``FileNotFoundError`` when there is no index at ``location``.
+    ``settings`` opens the one of that settings hash's rows alone. Raises ``FileNotFoundError``
+    when there is no index at ``location``.
     """
     if not storage.exists(location):
         raise FileNotFoundError(f"no index at {location}")
-    root = store_root(location)
+    root = store_root(location, settings)
     if sync_first:
         try:
-            with_snapshot_retries(lambda: sync(location, model))
+            with_snapshot_retries(lambda: sync(location, model, settings=settings))
         except OSError as exc:
             if not os.path.exists(os.path.join(root, MANIFEST)):
                 raise StoreError(f"cannot build the search index in {root} ({exc}); make it writable, or run "
@@ -456,7 +486,8 @@ def open_store(location: str, model: str | None = None, sync_first: bool = True)
         dead = np.load(os.path.join(folder, part["dead"])) if part.get("dead") else None
         parts.append(Part(part["name"], folder, part["rows"], part["terms"], manifest["dim"] or EMBEDDING_DIM_DEFAULT,
                           dead))
-    return Store(root, manifest["model"], manifest["dim"] or EMBEDDING_DIM_DEFAULT, parts)
+    return Store(root, manifest["model"], manifest["dim"] or EMBEDDING_DIM_DEFAULT, parts,
+                 dict(manifest.get("copies") or {}))
 
 
 def sync_after_build(location: str, model: str | None = None) -> SyncReport | None:

@@ -130,16 +130,17 @@ class ProbeVideos(beam.DoFn):
 
     Inputs already indexed with these settings (``done``, read from the committed records) are
     skipped, and so is a second input with the same content in the same bundle (a uri listed
-    twice, or a copy of a file): both are ``InputSkipped``, never probed or inferred again.
+    twice, or a copy of a file): both are ``InputSkipped``, never probed or inferred again. A copy
+    under another uri carries its content id, so the commit stage records it as a duplicate.
     """
 
     def __init__(self, run: RunContext, done: DoneVideos | None = None) -> None:
         self._run = run
         self._done = done
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, str] = {}  # content id -> the uri being processed
 
     def start_bundle(self) -> None:
-        self._in_flight = set()
+        self._in_flight = {}
 
     def process(self, item: Any) -> Iterator[Any]:
         if not isinstance(item, VideoInput):
@@ -149,18 +150,22 @@ class ProbeVideos(beam.DoFn):
         try:
             identity = identify(item.uri)
             video_id = identity[1]
-            if self._done is not None and self._done.is_done(video_id):
-                beam.metrics.Metrics.counter("plm_index", "videos_skipped").inc()
-                yield InputSkipped(item.uri, "done")
-                return
+            if self._done is not None:
+                state = self._done.state(video_id)
+                if state.done:
+                    beam.metrics.Metrics.counter("plm_index", "videos_skipped").inc()
+                    copy = state.copy_of(item.uri) is not None and not self._done.copy_recorded(item.uri, video_id)
+                    yield InputSkipped(item.uri, "duplicate" if copy else "done", video_id if copy else None)
+                    return
             if video_id in self._in_flight:
-                yield InputSkipped(item.uri, "duplicate")
+                copy = self._in_flight[video_id] != item.uri
+                yield InputSkipped(item.uri, "duplicate", video_id if copy else None)
                 return
             info = probe_video(item, identity)
         except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
             log.warning("probe failed for %s: %s", item.uri, exc)
             yield VideoFailed(item.uri, video_id, (self._run.error_row(item.uri, video_id, None, "probe", exc),))
             return
-        self._in_flight.add(video_id)
+        self._in_flight[video_id] = item.uri
         beam.metrics.Metrics.counter("plm_index", "videos_probed").inc()
         yield info

@@ -9,8 +9,9 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from index.commit import VideoCommit, now_utc, write_commit
-from index.layout import IndexLayout, commit_key
+from index.commit import VideoCommit, now_utc, read_commit, write_commit
+from index.done import DoneVideos
+from index.layout import IndexLayout, commit_key, uri_key
 from schemas.rows import RunContext
 from schemas.tables import segments_schema
 from schemas.work import InputIgnored, InputSkipped, Outcome, VideoFailed, VideoResult
@@ -45,8 +46,51 @@ class CommitVideos(beam.DoFn):
                  commit.num_clips, commit.num_segments, len(commit.errors))
         append_progress(self._progress_file, f"committed\t{commit.key}\t{commit.status}\t{commit.num_clips}")
 
+    def _done(self) -> DoneVideos:
+        if getattr(self, "_done_videos", None) is None:
+            self._done_videos = DoneVideos(self._layout.location, self._run.settings_hash)
+        return self._done_videos
+
+    def _duplicate_commit(self, uri: str, video_id: str) -> None:
+        """Record ``uri`` as an identical copy of the content ``video_id`` (its rows live under another uri)."""
+        commit = VideoCommit(key=uri_key(uri), video_id=video_id, uri=uri, settings_hash=self._run.settings_hash,
+                             status="duplicate", committed_at=now_utc(), run_id=self._run.run_id)
+        self._commit(commit, None)
+
+    def _holder(self, path: str) -> VideoCommit | None:
+        """The indexed commit already at ``path`` under another uri that still holds that content, if any."""
+        try:
+            existing = read_commit(path, with_segments=False).commit
+        except FileNotFoundError:
+            return None
+        if existing.status != "indexed" or self._done().replaced(existing.uri, existing.key, existing.committed_at):
+            return None
+        return existing
+
+    def _indexed_commit(self, commit: VideoCommit, segments: pa.Table) -> bool:
+        """Write an indexed commit, unless the content is already indexed under another uri (then a copy).
+
+        The first uri committed keeps the rows; a copy processed at the same time in another
+        bundle becomes a duplicate commit instead of replacing them (checked before and after
+        the write, so one of two simultaneous writers notices the other). Returns whether this uri
+        holds the rows.
+        """
+        path = self._layout.commit_path(commit.settings_hash, commit.key)
+        holder = self._holder(path)
+        if holder is not None and holder.uri != commit.uri:
+            self._duplicate_commit(commit.uri, commit.key)
+            return False
+        self._commit(commit, segments)
+        again = self._holder(path)
+        if again is not None and again.uri != commit.uri:
+            self._duplicate_commit(commit.uri, commit.key)
+            return False
+        return True
+
     def process(self, item: Any) -> Iterator[Outcome]:
         if isinstance(item, InputSkipped):
+            if item.reason == "duplicate" and item.video_id is not None:
+                self._duplicate_commit(item.uri, item.video_id)
             yield Outcome("skipped", item.uri)
         elif isinstance(item, InputIgnored):
             yield Outcome("ignored", item.uri)
@@ -60,8 +104,11 @@ class CommitVideos(beam.DoFn):
             commit = VideoCommit(key=commit_key(video.video_id, video.uri), video_id=video.video_id, uri=video.uri,
                                  settings_hash=self._run.settings_hash, status="indexed", committed_at=now_utc(),
                                  run_id=self._run.run_id, video=self._run.video_row(video),
-                                 num_clips=video.num_clips, num_segments=len(item.segments))
-            self._commit(commit, pa.Table.from_pylist(list(item.segments), schema=self._schema))
+                                 num_clips=video.num_clips, num_segments=len(item.segments),
+                                 tasks=tuple(sorted({row["task"] for row in item.segments})))
+            if not self._indexed_commit(commit, pa.Table.from_pylist(list(item.segments), schema=self._schema)):
+                yield Outcome("skipped", video.uri)  # an identical copy: its rows are another uri's
+                return
             yield Outcome("indexed", video.uri, clips=video.num_clips, segments=len(item.segments))
         else:
             raise TypeError(f"the commit stage got a {type(item).__name__}; every record must end as an outcome")
