@@ -173,7 +173,8 @@ def check_commit_bytes(path: str, data: bytes) -> pq.ParquetFile:
     return parquet
 
 
-def _header(path: str, parquet: pq.ParquetFile) -> VideoCommit:
+def parse_header(path: str, parquet: pq.ParquetFile) -> VideoCommit:
+    """The commit header in a commit object's footer (``DamagedFileError`` where it is missing or unreadable)."""
     metadata = parquet.schema_arrow.metadata or {}
     if HEADER_KEY not in metadata:
         raise DamagedFileError(path, "not-a-commit", f"no {HEADER_KEY.decode()} metadata in its footer")
@@ -192,7 +193,7 @@ def read_commit(path: str, with_segments: bool = True) -> StoredCommit:
     def read() -> StoredCommit:
         if with_segments:
             parquet = check_commit_bytes(path, _read_whole(path))
-            commit = _header(path, parquet)
+            commit = parse_header(path, parquet)
             try:
                 segments = parquet.read()
             except (ValueError, OSError) as exc:
@@ -207,7 +208,7 @@ def read_commit(path: str, with_segments: bool = True) -> StoredCommit:
                     raise
                 check_commit_bytes(path, _read_whole(path))  # says truncated or not Parquet where it is
                 raise DamagedFileError(path, "corrupt", f"unreadable Parquet footer: {str(exc)[:300]}") from None
-            commit = _header(path, parquet)
+            commit = parse_header(path, parquet)
         finally:
             handle.close()
         return StoredCommit(path=path, commit=commit, segments=None)

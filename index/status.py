@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 from core import storage
 from index.compact import count_files
 from index.layout import IndexLayout
-from index.read import snapshot
+from index.integrity import Damage, DamagedFileError, check_against_record
+from index.read import IndexSnapshot, snapshot, videos_held
 from index.runs import RunRecord, list_runs
 
 
@@ -60,6 +61,7 @@ class IndexStatus:
     last_run: LastRun | None
     runs: int
     unfinished_runs: list[str] = field(default_factory=list)
+    damaged_files: list[str] = field(default_factory=list)
 
     def rerun_redoes(self) -> str:
         """What running the last build command again would do, in one sentence."""
@@ -105,6 +107,10 @@ class IndexStatus:
                 lines.append(f"    failed after committing {run.committed_by_run} video(s): {run.error}")
         if self.unfinished_runs and (run is None or self.unfinished_runs != [run.run_id]):
             lines.append(f"  runs that never finished: {', '.join(self.unfinished_runs)}")
+        if self.damaged_files:
+            lines.append(f"  damaged: {len(self.damaged_files)} file(s) skipped ({', '.join(self.damaged_files[:5])}"
+                         f"{' ...' if len(self.damaged_files) > 5 else ''}); see 'plm-index verify --index "
+                         f"{self.location}', and add --repair to retire them")
         lines.append(f"  rerun: {self.rerun_redoes()}")
         return "\n".join(lines)
 
@@ -131,21 +137,45 @@ def _last_run(runs: list[RunRecord], commits: Any) -> LastRun | None:
                    input=run.input, accounting_line=run.accounting_line, committed_by_run=committed, error=run.error)
 
 
+def _check_sizes(snap: IndexSnapshot) -> None:
+    """Note generation files that are missing or not their recorded size (one metadata request each;
+    ``plm-index verify`` also compares checksums)."""
+    for generation in snap.generations:
+        for table in ("videos", "errors", "segments"):
+            for path in generation.files_of(table):
+                record = generation.record(path)
+                if record is None or any(d.path == path for d in snap.damage):
+                    continue
+                try:
+                    check_against_record(path, storage.size_of(path), record)
+                except FileNotFoundError:
+                    error = DamagedFileError(path, "missing", "listed in its generation's manifest but not found")
+                except DamagedFileError as exc:
+                    error = exc
+                else:
+                    continue
+                commits = snap.commits.filter(pc.equal(snap.commits.column("source"), generation.name))
+                snap.record_damage(Damage(path, error.problem, error.detail, generation.name, table,
+                                          videos_held(generation, table, path, commits)))
+
+
 def index_status(location: str) -> IndexStatus:
     """Read ``location`` once and say what it holds (raises ``LegacyIndexError`` for a first-layout index)."""
     if not storage.exists(location):
         raise FileNotFoundError(f"no index at {location}: check the path, or build one with 'plm-index build'")
     snap = snapshot(location)
+    _check_sizes(snap)
     visible = snap.current()
     indexed = visible.filter(pc.equal(visible.column("status"), "indexed"))
     failed = visible.filter(pc.equal(visible.column("status"), "failed"))
     runs = list_runs(location)
+    errors = snap.table("errors") if failed.num_rows else None  # reads around damaged files, noting them
     all_commits = snap.current(visible_only=False)
     return IndexStatus(
         location=location,
         videos_indexed=indexed.num_rows,
         videos_failed=failed.num_rows,
-        failed_by_stage=_failure_groups(snap.table("errors")) if failed.num_rows else [],
+        failed_by_stage=_failure_groups(errors) if errors is not None else [],
         segment_rows=int(pc.sum(indexed.column("num_segments")).as_py() or 0) if indexed.num_rows else 0,
         live_commits=len(snap.live),
         generations=len(snap.generations),
@@ -154,4 +184,5 @@ def index_status(location: str) -> IndexStatus:
         last_run=_last_run(runs, all_commits),
         runs=len(runs),
         unfinished_runs=[r.run_id for r in runs if r.status != "finished"],
+        damaged_files=[d.path for d in snap.damage],
     )
