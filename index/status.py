@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 
 from core import storage
 from index.compact import count_files
-from index.layout import IndexLayout
 from index.integrity import Damage, DamagedFileError, check_against_record
+from index.layout import IndexLayout
 from index.read import IndexSnapshot, snapshot, videos_held
 from index.runs import RunRecord, list_runs
 
