@@ -184,9 +184,14 @@ def check_parquet(path: str, data: bytes, table: str, record: dict[str, Any] | N
     """
     import pyarrow.parquet as pq
 
-    if record is not None:
-        check_against_record(path, len(data), record, crc32c(data))
     shape = shape_problem(data)
+    if record is not None:
+        try:
+            check_against_record(path, len(data), record, crc32c(data))
+        except DamagedFileError as exc:
+            if shape is not None and shape[0] == "truncated":
+                raise DamagedFileError(path, "truncated", exc.detail) from None
+            raise DamagedFileError(path, "corrupt", exc.detail) from None  # whole, but not what was written
     if shape is not None:
         raise DamagedFileError(path, *shape)
     try:

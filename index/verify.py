@@ -175,10 +175,14 @@ def _check_generation_file(generation: Generation, path: str, table: str, report
             stored = storage.stored_object(path)
         except FileNotFoundError:
             raise DamagedFileError(path, "missing", "listed in its generation's manifest but not found") from None
-        check_against_record(path, stored.size, record, stored.crc32c, stored.md5)
-        if stored.crc32c or stored.md5:
-            report.by_stored_checksum += 1
-            return  # the store vouches for every byte: nothing to download
+        try:
+            check_against_record(path, stored.size, record, stored.crc32c, stored.md5)
+        except DamagedFileError:
+            pass  # read it below, to say how it is damaged
+        else:
+            if stored.crc32c or stored.md5:
+                report.by_stored_checksum += 1
+                return  # the store vouches for every byte: nothing to download
     read_generation_file(generation, path, table)
 
 

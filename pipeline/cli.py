@@ -118,7 +118,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     try:
         report = compact(args.index, full=args.full)
-    except (LegacyIndexError, FileNotFoundError) as exc:
+    except (LegacyIndexError, FileNotFoundError, ValueError) as exc:  # ValueError: DamagedIndexError
         print(f"plm-index compact: {exc}", file=sys.stderr)
         return 2
     print(report.line())
