@@ -20,7 +20,7 @@ import traceback
 from bench.common import HEADER, Context, Figure, machine, skipped
 
 BENCHMARKS = ("decode", "beam_overhead", "prefix_sharing", "gpu", "realsize", "memory", "resume", "scale",
-              "compaction", "tar_shards")
+              "compaction", "tar_shards", "integrity")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

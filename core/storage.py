@@ -461,6 +461,35 @@ def _object_size(uri: str) -> int:
     return int(fs.size(path))
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """What a store says about an object without reading it: its size and the checksums it keeps.
+
+    ``crc32c`` is base64 of the big-endian CRC32C (GCS's own encoding); ``md5`` is hex (GCS's
+    ``md5Hash``, or an S3 ETag of a single-part upload). Local files have neither.
+    """
+
+    size: int
+    crc32c: str | None = None
+    md5: str | None = None
+
+
+@storage_retry
+def stored_object(uri: str) -> StoredObject:
+    """An object's size and stored checksums from one metadata request (``FileNotFoundError`` if absent)."""
+    import base64
+
+    fs, path = filesystem(uri)
+    info = fs.info(path)
+    md5 = info.get("md5Hash")
+    if md5:
+        md5 = base64.b64decode(md5).hex()
+    etag = str(info.get("ETag") or "").strip('"')
+    if not md5 and etag and "-" not in etag and len(etag) == 32:
+        md5 = etag.lower()
+    return StoredObject(size=int(info.get("size") or 0), crc32c=info.get("crc32c") or None, md5=md5 or None)
+
+
 def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
     """A file's bytes, or the range [start, end) (explicit ranges only: no suffix ranges).
 

@@ -6,6 +6,12 @@ whose file metadata holds the commit header: the key, uri, settings hash, status
 atomic write (temporary file and rename on disk; a single-object upload on ``gs://`` and ``s3://``),
 so a reader sees a video whole or not at all, and writing the same name again (a retried bundle,
 two workers on one video, a rerun) replaces it instead of adding rows.
+
+The commit is its own record, so its checksum lives inside it: the footer's key-value metadata
+``plm_index.commit.data`` holds the size and CRC32C of every byte before the footer (the row
+groups), added after they are written. A full read (``with_segments``) checks it; a damaged
+commit raises ``index.integrity.DamagedFileError``. Commits written before this have no such
+key and are read unchecked ("unverified").
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import storage
+from index.integrity import (
+    CHECKSUM_KEY,
+    DamagedFileError,
+    check_against_record,
+    crc32c,
+    footer_length,
+    shape_problem,
+)
 from index.layout import IndexLayout
 from schemas.tables import COMMITS_SCHEMA, ERRORS_SCHEMA, VIDEOS_SCHEMA, segments_schema
 
@@ -116,13 +130,18 @@ class StoredCommit:
 
 
 def encode_commit(commit: VideoCommit, segments: pa.Table | None = None) -> bytes:
-    """The commit object's bytes: segment rows as Parquet, the header in the file metadata."""
+    """The commit object's bytes: segment rows as Parquet, the header and the data checksum in the footer."""
     if segments is None:
         segments = segments_schema().empty_table()
     metadata = dict(segments.schema.metadata or {})
     metadata[HEADER_KEY] = json.dumps(commit.header(), sort_keys=True).encode()
+    segments = segments.replace_schema_metadata(metadata)
     buffer = io.BytesIO()
-    pq.write_table(segments.replace_schema_metadata(metadata), buffer, compression="zstd")
+    writer = pq.ParquetWriter(buffer, segments.schema, compression="zstd")
+    writer.write_table(segments)
+    data = buffer.getvalue()  # every row group is written; only the footer is still to come
+    writer.add_key_value_metadata({CHECKSUM_KEY: json.dumps({"size": len(data), "crc32c": crc32c(data)}).encode()})
+    writer.close()
     return buffer.getvalue()
 
 
@@ -133,24 +152,72 @@ def write_commit(layout: IndexLayout, commit: VideoCommit, segments: pa.Table | 
     return path
 
 
-def _parquet_file(path: str) -> tuple[pq.ParquetFile, Any]:
-    handle = storage.open_read(path)
-    return pq.ParquetFile(handle), handle
+def _read_whole(path: str) -> bytes:
+    if storage.is_remote(path):
+        return storage.read_bytes(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def check_commit_bytes(path: str, data: bytes) -> pq.ParquetFile:
+    """A whole commit object's bytes, checked against the checksum in its footer (if it has one).
+
+    Raises ``DamagedFileError``: truncated, not-parquet, corrupt (checksum or unreadable footer).
+    """
+    shape = shape_problem(data)
+    if shape is not None:
+        raise DamagedFileError(path, *shape)
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+    except (ValueError, OSError) as exc:
+        raise DamagedFileError(path, "corrupt", f"unreadable Parquet footer: {str(exc)[:300]}") from None
+    recorded = (parquet.metadata.metadata or {}).get(CHECKSUM_KEY)
+    if recorded is not None:
+        record = json.loads(recorded)
+        body = data[:len(data) - 8 - footer_length(data)]
+        check_against_record(path, len(body), record, crc32c(body))
+    return parquet
+
+
+def parse_header(path: str, parquet: pq.ParquetFile) -> VideoCommit:
+    """The commit header in a commit object's footer (``DamagedFileError`` where it is missing or unreadable)."""
+    metadata = parquet.schema_arrow.metadata or {}
+    if HEADER_KEY not in metadata:
+        raise DamagedFileError(path, "not-a-commit", f"no {HEADER_KEY.decode()} metadata in its footer")
+    try:
+        return VideoCommit.from_header(json.loads(metadata[HEADER_KEY]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DamagedFileError(path, "corrupt", f"unreadable commit header: {str(exc)[:200]}") from None
 
 
 def read_commit(path: str, with_segments: bool = True) -> StoredCommit:
-    """Read one commit object: always its header, and its segment rows unless told not to."""
+    """Read one commit object: always its header, and its segment rows unless told not to.
+
+    A full read checks the object's data checksum. A missing object raises ``FileNotFoundError``;
+    a damaged one ``DamagedFileError``.
+    """
     def read() -> StoredCommit:
-        parquet, handle = _parquet_file(path)
+        if with_segments:
+            parquet = check_commit_bytes(path, _read_whole(path))
+            commit = parse_header(path, parquet)
+            try:
+                segments = parquet.read()
+            except (ValueError, OSError) as exc:
+                raise DamagedFileError(path, "corrupt", f"unreadable rows: {str(exc)[:300]}") from None
+            return StoredCommit(path=path, commit=commit, segments=segments)
+        handle = storage.open_read(path)
         try:
-            metadata = parquet.schema_arrow.metadata or {}
-            if HEADER_KEY not in metadata:
-                raise ValueError(f"{path} is not a commit object (no {HEADER_KEY.decode()} metadata)")
-            commit = VideoCommit.from_header(json.loads(metadata[HEADER_KEY]))
-            segments = parquet.read() if with_segments else None
+            try:
+                parquet = pq.ParquetFile(handle)
+            except (ValueError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) or storage.is_transient(exc):
+                    raise
+                check_commit_bytes(path, _read_whole(path))  # says truncated or not Parquet where it is
+                raise DamagedFileError(path, "corrupt", f"unreadable Parquet footer: {str(exc)[:300]}") from None
+            commit = parse_header(path, parquet)
         finally:
             handle.close()
-        return StoredCommit(path=path, commit=commit, segments=segments)
+        return StoredCommit(path=path, commit=commit, segments=None)
 
     return storage.with_retries(read)
 

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from core import storage
 from index.commit import StoredCommit, commits_table, read_commit
+from index.integrity import CHECKSUMS, Damage, file_record, repair_command
 from index.layout import COMPACTED, GENERATION_FILE, IndexLayout, check_format, commit_key
 from index.read import (
     LIVE,
@@ -41,7 +42,6 @@ from index.read import (
     conform_segments,
     list_generations,
     list_live_commits,
-    read_parquet,
     snapshot,
 )
 from schemas.tables import COMMITS_SCHEMA, ERRORS_SCHEMA, VIDEOS_SCHEMA
@@ -75,6 +75,16 @@ class CompactionReport:
                 f"{self.seconds:.1f} s")
 
 
+class DamagedIndexError(ValueError):
+    """A full compaction would merge around damaged files and lose their videos' rows for good."""
+
+    def __init__(self, location: str, damage: list[Damage]) -> None:
+        names = ", ".join(d.path for d in damage[:5]) + (f" and {len(damage) - 5} more" if len(damage) > 5 else "")
+        super().__init__(f"{location} has {len(damage)} damaged file(s) ({names}); retire them first with "
+                         f"'{repair_command(location)}', then compact")
+        self.damage = damage
+
+
 def new_generation_name() -> str:
     """A sortable, unique generation name."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
@@ -86,10 +96,13 @@ def count_files(layout: IndexLayout) -> int:
     return len(list_live_commits(layout)) + len([p for p in generation_files if p.endswith(".parquet")])
 
 
-def _write_parquet(path: str, table: pa.Table) -> None:
+def _write_parquet(path: str, table: pa.Table) -> dict[str, Any]:
+    """Write ``table`` to ``path``; returns the size and checksums the manifest records for it."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=64_000)
-    storage.write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+    storage.write_bytes(path, data)
+    return file_record(data)
 
 
 def _segment_groups(parts: list[pa.Table]) -> dict[tuple[str, ...], list[pa.Table]]:
@@ -118,11 +131,12 @@ class _GenerationWriter:
         self.folder = layout.generation_folder(name)
         self.files: dict[str, list[str]] = {"commits": [], "videos": [], "errors": [], "segments": []}
         self.segment_rows = 0
+        self.checksums: dict[str, dict[str, Any]] = {}
 
     def write(self, table_name: str, table: pa.Table, file_name: str) -> None:
         if table.num_rows == 0 and table_name == "segments":
             return
-        _write_parquet(storage.join(self.folder, file_name), table)
+        self.checksums[file_name] = _write_parquet(storage.join(self.folder, file_name), table)
         self.files[table_name].append(file_name)
 
     def write_segments(self, parts: list[pa.Table]) -> None:
@@ -141,7 +155,7 @@ class _GenerationWriter:
     def commit(self, supersedes: list[str], merged: int) -> None:
         manifest = {"generation": self.name, "created_at": dt.datetime.now(dt.UTC).isoformat(),
                     "supersedes": supersedes, "files": self.files, "commits_merged": merged,
-                    "segment_rows": self.segment_rows}
+                    "segment_rows": self.segment_rows, CHECKSUMS: self.checksums}
         storage.write_bytes(storage.join(self.folder, GENERATION_FILE), json.dumps(manifest, indent=1).encode())
 
 
@@ -190,8 +204,7 @@ def _full(snap: IndexSnapshot, writer: _GenerationWriter) -> list[StoredCommit]:
                                         pc.equal(current.column("status"), "indexed")))
         wanted_keys = pa.array(pc.binary_join_element_wise(wanted.column("settings_hash"), wanted.column("key"),
                                                            "\x1f").to_pylist(), pa.string())
-        for path in generation.files_of("segments"):
-            part = read_parquet(path)
+        for part in snap.generation_tables(generation, "segments"):
             keys = pc.binary_join_element_wise(part.column("settings_hash"), part.column("video_id"), "\x1f")
             parts.append(part.filter(pc.is_in(keys, value_set=wanted_keys)))
     live_current = set(current.filter(pc.equal(current.column("source"), LIVE)).column("path").to_pylist())
@@ -236,12 +249,20 @@ def compact(location: str, full: bool = False) -> CompactionReport:
     # Every settings' rows are kept: newer settings hide older ones from readers, but ``--settings``
     # still reaches them (index.read rule 4), so compaction reads the stored view.
     snap = snapshot(location, with_segments=True, identity=False)
-    full = full or len(snap.generations) + 1 > MAX_GENERATIONS
+    if full and snap.damage:
+        raise DamagedIndexError(location, snap.damage)
+    if not full and len(snap.generations) + 1 > MAX_GENERATIONS and snap.damage:
+        log.warning("not merging the generations of %s while it has damaged files; run '%s'", location,
+                    repair_command(location))
+    else:
+        full = full or len(snap.generations) + 1 > MAX_GENERATIONS
     if not snap.live and not (full and len(snap.generations) > 1):
         return CompactionReport(None, full, files_before, files_before, 0, 0, time.perf_counter() - started)
     writer = _GenerationWriter(layout, new_generation_name())
     merged = _full(snap, writer) if full else _incremental(snap, writer)
     superseded = [g.name for g in snap.generations] if full else []
+    if full and snap.damage:  # found while reading: the new generation would silently lack their rows
+        raise DamagedIndexError(location, snap.damage)
     writer.commit(superseded, len(merged))
     _delete_merged(merged)
     for name in superseded:

@@ -8,6 +8,9 @@ It follows ``index.read``'s identity rules where they change the answer: a commi
 since been committed with other content (rule 5: the file was replaced, then put back) is not
 done, and a content indexed under another uri is done but names that uri, so the build records
 the input as an identical copy (rule 8) instead of indexing it twice.
+
+Damaged records never count as done: a generation whose commits table is unreadable, videos a
+``plm-index verify --repair`` retired, and a live commit that cannot be read are all redone.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import pyarrow.compute as pc
 
 from core import storage
 from index.commit import VideoCommit, read_commit
+from index.integrity import DamagedFileError
 from index.layout import IndexLayout, uri_key
-from index.read import is_build_settings, list_generations, read_parquet
+from index.read import generation_commits, is_build_settings, list_generations
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,10 @@ class DoneVideos:
             return newest
         for generation in list_generations(self._layout):
             for path in generation.files_of("commits"):
-                table = read_parquet(path, ["key", "video_id", "uri", "settings_hash", "status", "committed_at"])
+                try:
+                    table = generation_commits(generation, path)  # less the videos a repair retired
+                except DamagedFileError:
+                    continue  # its videos are not done: the build redoes them
                 self._note_contents(table)
                 table = table.filter(pc.equal(table.column("settings_hash"), self._settings_hash))
                 for key, uri, status, at in zip(table.column("key").to_pylist(), table.column("uri").to_pylist(),
@@ -88,8 +95,8 @@ class DoneVideos:
         path = self._layout.commit_path(self._settings_hash, key)
         try:
             live = read_commit(path, with_segments=False).commit
-        except FileNotFoundError:
-            live = None
+        except (FileNotFoundError, DamagedFileError):
+            live = None  # a damaged commit is redone (and so replaced)
         if live is not None and (compacted is None or live.committed_at >= compacted[0]):
             at, status, uri = live.committed_at, live.status, live.uri
         elif compacted is not None:
@@ -111,6 +118,8 @@ class DoneVideos:
                                               with_segments=False).commit
         except FileNotFoundError:
             return self._compacted_copy(uri, video_id)
+        except DamagedFileError:
+            return False  # written again, replacing the damaged record
         return commit.status == "duplicate" and commit.video_id == video_id
 
     def _compacted_copy(self, uri: str, video_id: str) -> bool:

@@ -36,6 +36,13 @@ leave them alone.
 
 So every row is visible exactly once at every instant, whatever was killed half way. The build
 (what is done), search, eval, status and compaction all read through this module.
+
+Damaged files (``index.integrity``) are read around, here and only here: a generation whose
+manifest or commits table is unreadable is left out, a damaged live commit is left out, and a
+damaged videos/errors/segments file of a generation is skipped; each is recorded in the
+snapshot's ``damage`` and warned about once, naming the file, how many videos it held and the
+repair command. Files a ``plm-index verify --repair`` retired are no longer listed by their
+generation's manifest, and the videos they held (``retired_keys``) no longer count from it.
 """
 
 from __future__ import annotations
@@ -53,11 +60,13 @@ import pyarrow.parquet as pq
 
 from core import storage
 from index.commit import StoredCommit, VideoCommit, commits_table, read_commit
-from index.layout import COMMIT_SUFFIX, GENERATION_FILE, IndexLayout, check_format
+from index.integrity import CHECKSUMS, Damage, DamagedFileError, HeldVideo, check_parquet, warn_damaged
+from index.layout import COMMIT_SUFFIX, COMMITS, GENERATION_FILE, IndexLayout, check_format
 from schemas.tables import COMMITS_SCHEMA, EMBEDDING_DIM, TABLES, segments_schema
 
 LIVE = "live"
 T = TypeVar("T")
+_COMMITS_CACHE: dict[tuple[str, str], pa.Table] = {}
 
 
 class UnknownSettingsError(ValueError):
@@ -80,6 +89,15 @@ class Generation:
         """The files holding ``table`` (``commits``, ``videos``, ``errors`` or ``segments``)."""
         return [self.file(name) for name in self.manifest["files"].get(table, [])]
 
+    def record(self, path: str) -> dict[str, Any] | None:
+        """The size and checksums the manifest records for one of its files (None: written before checksums)."""
+        return (self.manifest.get(CHECKSUMS) or {}).get(path.replace("\\", "/").rsplit("/", 1)[-1])
+
+    @property
+    def retired_keys(self) -> set[str]:
+        """``settings_hash\\x1fkey`` of the videos whose rows a repair retired from this generation."""
+        return set(self.manifest.get("retired_keys") or ())
+
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file (local or remote) as a table."""
@@ -88,15 +106,98 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(io.BytesIO(storage.read_bytes(path)), columns=columns)
 
 
+def read_generation_file(generation: Generation, path: str, table: str,
+                         columns: list[str] | None = None) -> pa.Table:
+    """One of a generation's files, checked against the size and checksum its manifest records.
+
+    Raises ``DamagedFileError`` (missing, truncated, corrupt, not Parquet, schema mismatch), or
+    ``FileNotFoundError`` where the file is gone because a full compaction superseded its generation
+    (the caller then reads the index again).
+    """
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        if _superseded(generation):
+            raise
+        raise DamagedFileError(path, "missing", "listed in its generation's manifest but not found") from None
+    parsed = check_parquet(path, data, table, generation.record(path))
+    return parsed.select(columns) if columns else parsed
+
+
+def _superseded(generation: Generation) -> bool:
+    """Whether ``generation`` was replaced since it was listed (its files may then vanish)."""
+    location = generation.folder.rstrip("/").rsplit("/", 2)[0]  # <location>/compacted/<name>
+    layout = IndexLayout(location)
+    return generation.name not in {g.name for g in scan_generations(layout)[0]}
+
+
+def key_of_path(layout: IndexLayout, path: str) -> HeldVideo:
+    """The video a live commit's path names (``commits/<settings_hash>/<kk>/<key>.parquet``)."""
+    relative = path[len(layout.path(COMMITS)):].replace("\\", "/").strip("/").split("/")
+    key = relative[-1][: -len(COMMIT_SUFFIX)] if relative[-1].endswith(COMMIT_SUFFIX) else relative[-1]
+    return HeldVideo(settings_hash=relative[0] if len(relative) > 1 else "", key=key)
+
+
+def videos_held(generation: Generation, table: str, path: str, commits: pa.Table) -> tuple[HeldVideo, ...]:
+    """The videos whose rows ``path`` (a ``table`` file of ``generation``) held, from its ``commits`` rows.
+
+    A videos or errors file holds every indexed or failed video of the generation; a segments file
+    every indexed video with segments, less those whose rows all lie in the generation's other
+    segments files (read by their key columns only, and only when there are several).
+    """
+    status = "failed" if table == "errors" else "indexed"
+    chosen = commits.filter(pc.equal(commits.column("status"), status))
+    if table == "segments":
+        chosen = chosen.filter(pc.greater(chosen.column("num_segments"), 0))
+        others = [p for p in generation.files_of("segments") if p != path]
+        if others:
+            found: dict[str, int] = {}
+            for other in others:
+                try:
+                    keys = _video_key_column(read_generation_file(generation, other, "segments",
+                                                                  ["settings_hash", "video_id"]))
+                except (DamagedFileError, FileNotFoundError):
+                    continue
+                for joined in keys.to_pylist():
+                    found[joined] = found.get(joined, 0) + 1
+            complete = [found.get(k, 0) >= n for k, n in zip(_key_column(chosen).to_pylist(),
+                                                              chosen.column("num_segments").to_pylist(), strict=True)]
+            chosen = chosen.filter(pa.array([not c for c in complete], pa.bool_()))
+    return tuple(HeldVideo(s, k, u) for s, k, u in zip(chosen.column("settings_hash").to_pylist(),
+                                                        chosen.column("key").to_pylist(),
+                                                        chosen.column("uri").to_pylist(), strict=True))
+
+
 def list_generations(layout: IndexLayout) -> list[Generation]:
-    """Complete generations (manifest present) that no other complete generation supersedes."""
-    found = []
+    """Complete generations (manifest present) that no other complete generation supersedes.
+
+    A generation whose manifest is unreadable is left out (and warned about once).
+    """
+    generations, damage = scan_generations(layout)
+    for found in damage:
+        warn_damaged(layout.location, found)
+    return generations
+
+
+def scan_generations(layout: IndexLayout) -> tuple[list[Generation], list[Damage]]:
+    """The current generations, and the damage of manifests that could not be read."""
+    found, damage = [], []
     for path in storage.glob(layout.path("compacted", "*", GENERATION_FILE)):
         folder = path.rsplit("/", 1)[0] if storage.is_remote(path) else path[: -len(GENERATION_FILE) - 1]
-        manifest = json.loads(storage.read_bytes(path))
-        found.append(Generation(name=manifest["generation"], folder=folder, manifest=manifest))
+        try:
+            manifest = json.loads(storage.read_bytes(path))
+            generation = Generation(name=manifest["generation"], folder=folder, manifest=manifest)
+            generation.files_of("commits")
+        except FileNotFoundError:
+            continue  # removed by a full compaction since it was listed
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            name = folder.replace("\\", "/").rsplit("/", 1)[-1]
+            damage.append(Damage(path, "corrupt", f"unreadable generation manifest: {str(exc)[:200]}", name,
+                                 "manifest", videos_known=False))
+            continue
+        found.append(generation)
     superseded = {name for g in found for name in g.manifest.get("supersedes", [])}
-    return sorted((g for g in found if g.name not in superseded), key=lambda g: g.name)
+    return sorted((g for g in found if g.name not in superseded), key=lambda g: g.name), damage
 
 
 def list_live_commits(layout: IndexLayout) -> list[str]:
@@ -160,6 +261,7 @@ class IndexSnapshot:
     commits: pa.Table
     _segments_loaded: bool = field(default=False, repr=False)
     settings: str | None = None
+    damage: list[Damage] = field(default_factory=list)
 
     @property
     def location(self) -> str:
@@ -198,7 +300,9 @@ class IndexSnapshot:
             if not len(wanted):
                 continue
             for path in generation.files_of(name):
-                part = read_parquet(path)
+                part = self.read_checked(generation, path, name)
+                if part is None:
+                    continue
                 keys = (_video_key_column(part) if name != "errors" else
                         pc.binary_join_element_wise(part.column("settings_hash"), part.column("key"), "\x1f"))
                 part = part.filter(pc.is_in(keys, value_set=pa.array(wanted.to_pylist(), pa.string())))
@@ -252,16 +356,48 @@ class IndexSnapshot:
             return conform(stored.commit.videos_table(), TABLES["videos"])
         if name == "errors":
             return conform(stored.commit.errors_table(), TABLES["errors"])
-        segments = stored.segments
-        if segments is None:
-            segments = read_commit(stored.path).segments
-        return conform_segments(segments)
+        segments = self.live_segments(stored)
+        return conform_segments(segments if segments is not None else segments_schema().empty_table())
 
     def iter_live_segments(self) -> Iterator[tuple[VideoCommit, pa.Table]]:
         """Each current live indexed commit with its segment rows (read one object at a time)."""
         for stored in self._live_commits("indexed"):
-            segments = stored.segments if stored.segments is not None else read_commit(stored.path).segments
-            yield stored.commit, conform_segments(segments)
+            segments = self.live_segments(stored)
+            if segments is not None:
+                yield stored.commit, conform_segments(segments)
+
+    def record_damage(self, damage: Damage) -> None:
+        """Note a damaged file this snapshot reads around, and warn about it once."""
+        if all(d.path != damage.path for d in self.damage):
+            self.damage.append(damage)
+        warn_damaged(self.location, damage)
+
+    def read_checked(self, generation: Generation, path: str, table: str) -> pa.Table | None:
+        """A generation's file, or None (recorded and warned about once) where it is damaged."""
+        try:
+            return read_generation_file(generation, path, table)
+        except DamagedFileError as exc:
+            commits = self.commits.filter(pc.equal(self.commits.column("source"), generation.name))
+            self.record_damage(Damage(path, exc.problem, exc.detail, generation.name, table,
+                                      videos_held(generation, table, path, commits)))
+            return None
+
+    def generation_tables(self, generation: Generation, table: str) -> list[pa.Table]:
+        """Every readable ``table`` file of ``generation`` (damaged ones skipped, see ``read_checked``)."""
+        return [t for t in (self.read_checked(generation, p, table) for p in generation.files_of(table))
+                if t is not None]
+
+    def live_segments(self, stored: StoredCommit) -> pa.Table | None:
+        """A live commit's segment rows, checked; None (recorded, warned once) where the commit is damaged."""
+        if stored.segments is not None:
+            return stored.segments
+        try:
+            return read_commit(stored.path).segments
+        except DamagedFileError as exc:
+            commit = stored.commit
+            self.record_damage(Damage(stored.path, exc.problem, exc.detail, LIVE, "commit",
+                                      (HeldVideo(commit.settings_hash, commit.key, commit.uri),)))
+            return None
 
 
 def _candidates(layout: IndexLayout, generations: list[Generation],
@@ -270,7 +406,7 @@ def _candidates(layout: IndexLayout, generations: list[Generation],
     parts = []
     for rank, generation in enumerate(generations, start=1):
         for path in generation.files_of("commits"):
-            table = conform(read_parquet(path), COMMITS_SCHEMA)
+            table = generation_commits(generation, path)
             parts.append(table.append_column("source", pa.array([generation.name] * table.num_rows, pa.string()))
                          .append_column("path", pa.nulls(table.num_rows, pa.string()))
                          .append_column("rank", pa.array(np.full(table.num_rows, rank), pa.int32())))
@@ -454,18 +590,47 @@ def _snapshot(layout: IndexLayout, with_segments: bool, settings: str | None = N
     # Live commits are listed BEFORE generations: compaction writes a generation before it deletes
     # the commits it merged, so a commit gone by the time it is read is in a generation listed after.
     live: dict[str, StoredCommit] = {}
+    damage: list[Damage] = []
+    _COMMITS_CACHE.clear()  # holds one snapshot's commits tables: checked once, then used by the rule
     for path in list_live_commits(layout):
         try:
             live[path] = read_commit(path, with_segments=with_segments)
         except FileNotFoundError:
             continue  # compacted away since it was listed: the generation listed next holds it
-    generations = list_generations(layout)
-    winners = current_commits(_candidates(layout, generations, live))
+        except DamagedFileError as exc:
+            damage.append(Damage(path, exc.problem, exc.detail, LIVE, "commit", (key_of_path(layout, path),)))
+    generations, bad_manifests = scan_generations(layout)
+    damage.extend(bad_manifests)
+    readable = []
+    for generation in generations:
+        try:
+            for path in generation.files_of("commits"):
+                generation_commits(generation, path)
+            readable.append(generation)
+        except DamagedFileError as exc:
+            damage.append(Damage(exc.path, exc.problem, exc.detail, generation.name, "commits", videos_known=False))
+    winners = current_commits(_candidates(layout, readable, live))
     if settings is not None and settings not in set(winners.column("settings_hash").to_pylist()):
         raise UnknownSettingsError(f"{layout.location} holds no commits under settings {settings!r}; "
                                    "'plm-index status --index INDEX' lists the settings hashes it holds")
     commits = identity_rules(winners, settings) if identity else stored_view(winners)
-    return IndexSnapshot(layout, generations, live, commits, settings=settings)
+    snap = IndexSnapshot(layout, readable, live, commits, settings=settings)
+    for found in damage:
+        snap.record_damage(found)
+    return snap
+
+
+def generation_commits(generation: Generation, path: str) -> pa.Table:
+    """A generation's commits file (checked, read once per snapshot), less the videos a repair retired."""
+    cache_key = (path, json.dumps(generation.record(path), sort_keys=True))
+    table = _COMMITS_CACHE.get(cache_key)
+    if table is None:
+        table = conform(read_generation_file(generation, path, "commits"), COMMITS_SCHEMA)
+        _COMMITS_CACHE[cache_key] = table
+    retired = generation.retired_keys
+    if retired:
+        table = table.filter(pc.invert(pc.is_in(_key_column(table), value_set=pa.array(sorted(retired), pa.string()))))
+    return table
 
 
 def with_snapshot_retries(read: Callable[[], T], attempts: int = 3) -> T:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from core import storage
 from index.layout import RUNS, IndexLayout
+
+log = logging.getLogger(__name__)
 
 RunStatus = Literal["running", "finished", "failed"]
 
@@ -89,5 +92,11 @@ def list_runs(location: str) -> list[RunRecord]:
     layout = IndexLayout(location)
     records = []
     for path in storage.glob(layout.path(RUNS, "*.json")):
-        records.append(RunRecord(**json.loads(storage.read_bytes(path))))
+        try:
+            records.append(RunRecord(**json.loads(storage.read_bytes(path))))
+        except FileNotFoundError:
+            continue
+        except (ValueError, TypeError) as exc:  # a damaged record: the runs it tells of are history, not rows
+            log.warning("skipping unreadable run record %s (%s); 'plm-index verify --index %s --repair' moves it "
+                        "aside", path, str(exc)[:200], location)
     return sorted(records, key=lambda r: (r.started_at, r.run_id))

@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 
 from core import storage
 from index.compact import count_files
+from index.integrity import Damage, DamagedFileError, check_against_record
 from index.layout import IndexLayout
-from index.read import snapshot
+from index.read import IndexSnapshot, snapshot, videos_held
 from index.runs import RunRecord, list_runs
 
 
@@ -77,6 +78,7 @@ class IndexStatus:
     settings: list[SettingsSummary] = field(default_factory=list)
     settings_filter: str | None = None
     copies: int = 0
+    damaged_files: list[str] = field(default_factory=list)
 
     def rerun_redoes(self) -> str:
         """What running the last build command again would do, in one sentence."""
@@ -126,6 +128,10 @@ class IndexStatus:
                 lines.append(f"    failed after committing {run.committed_by_run} video(s): {run.error}")
         if self.unfinished_runs and (run is None or self.unfinished_runs != [run.run_id]):
             lines.append(f"  runs that never finished: {', '.join(self.unfinished_runs)}")
+        if self.damaged_files:
+            lines.append(f"  damaged: {len(self.damaged_files)} file(s) skipped ({', '.join(self.damaged_files[:5])}"
+                         f"{' ...' if len(self.damaged_files) > 5 else ''}); see 'plm-index verify --index "
+                         f"{self.location}', and add --repair to retire them")
         lines.append(f"  rerun: {self.rerun_redoes()}")
         return "\n".join(lines)
 
@@ -174,6 +180,28 @@ def _segment_rows(snap: Any, indexed: Any) -> int:
     return int(pc.sum(indexed.column("num_segments")).as_py() or 0)
 
 
+def _check_sizes(snap: IndexSnapshot) -> None:
+    """Note generation files that are missing or not their recorded size (one metadata request each;
+    ``plm-index verify`` also compares checksums)."""
+    for generation in snap.generations:
+        for table in ("videos", "errors", "segments"):
+            for path in generation.files_of(table):
+                record = generation.record(path)
+                if record is None or any(d.path == path for d in snap.damage):
+                    continue
+                try:
+                    check_against_record(path, storage.size_of(path), record)
+                except FileNotFoundError:
+                    error = DamagedFileError(path, "missing", "listed in its generation's manifest but not found")
+                except DamagedFileError as exc:
+                    error = exc
+                else:
+                    continue
+                commits = snap.commits.filter(pc.equal(snap.commits.column("source"), generation.name))
+                snap.record_damage(Damage(path, error.problem, error.detail, generation.name, table,
+                                          videos_held(generation, table, path, commits)))
+
+
 def index_status(location: str, settings: str | None = None) -> IndexStatus:
     """Read ``location`` once and say what it holds (raises ``LegacyIndexError`` for a first-layout index).
 
@@ -182,18 +210,20 @@ def index_status(location: str, settings: str | None = None) -> IndexStatus:
     if not storage.exists(location):
         raise FileNotFoundError(f"no index at {location}: check the path, or build one with 'plm-index build'")
     snap = snapshot(location, settings=settings)
+    _check_sizes(snap)
     visible = snap.current()
     indexed = visible.filter(pc.equal(visible.column("status"), "indexed"))
     # A video whose tasks come from two settings has two visible commits: count it once.
     videos = len(set(indexed.column("video_id").to_pylist()))
     failed = visible.filter(pc.equal(visible.column("status"), "failed"))
     runs = list_runs(location)
+    errors = snap.table("errors") if failed.num_rows else None  # reads around damaged files, noting them
     all_commits = snap.current(visible_only=False)
     return IndexStatus(
         location=location,
         videos_indexed=videos,
         videos_failed=failed.num_rows,
-        failed_by_stage=_failure_groups(snap.table("errors")) if failed.num_rows else [],
+        failed_by_stage=_failure_groups(errors) if errors is not None else [],
         segment_rows=_segment_rows(snap, indexed),
         live_commits=len(snap.live),
         generations=len(snap.generations),
@@ -205,4 +235,5 @@ def index_status(location: str, settings: str | None = None) -> IndexStatus:
         settings=_settings_summaries(location, indexed),
         settings_filter=settings,
         copies=snap.current("duplicate").num_rows,
+        damaged_files=[d.path for d in snap.damage],
     )

@@ -170,11 +170,29 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     try:
         report = compact(args.index, full=args.full)
-    except (LegacyIndexError, FileNotFoundError) as exc:
+    except (LegacyIndexError, FileNotFoundError, ValueError) as exc:  # ValueError: DamagedIndexError
         print(f"plm-index compact: {exc}", file=sys.stderr)
         return 2
     print(report.line())
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``plm-index verify``: check every committed file against its record; ``--repair`` retires the damaged."""
+    import json
+
+    from index.layout import LegacyIndexError
+    from index.verify import repair, verify
+
+    try:
+        report = verify(args.index)
+        if args.repair and not report.ok:
+            report = repair(args.index, report)
+    except (LegacyIndexError, FileNotFoundError) as exc:
+        print(f"plm-index verify: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.text())
+    return 0 if report.ok or report.repaired is not None else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -333,6 +351,16 @@ def add_migrate_parser(commands: argparse._SubParsersAction) -> None:
     migrate.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
 
 
+def add_verify_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``verify`` subcommand's flags."""
+    verify = commands.add_parser("verify", help="check every committed file against its checksum; --repair "
+                                                "retires damaged ones so the next build redoes their videos")
+    verify.add_argument("--index", required=True, help="index folder (local, gs:// or s3://)")
+    verify.add_argument("--json", action="store_true", help="print JSON instead of text")
+    verify.add_argument("--repair", action="store_true",
+                        help="retire damaged files from what readers see (healthy files are kept)")
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """``plm-index import``."""
     from search.importing import SegmentImportError, import_segments
@@ -394,6 +422,7 @@ LIGHT_COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Ca
     "compact": (add_compact_parser, cmd_compact),
     "migrate": (add_migrate_parser, cmd_migrate),
     "export": (add_export_parser, cmd_export),
+    "verify": (add_verify_parser, cmd_verify),
 }
 
 

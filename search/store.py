@@ -38,14 +38,14 @@ import pyarrow.parquet as pq
 
 from core import storage
 from core.text_embedding import EMBEDDING_DIM_DEFAULT, model_label, query_embedder
-from index.commit import read_commit
+from index.integrity import Damage, HeldVideo, warn_damaged
 from index.layout import IndexLayout
 from index.read import (
     HIDDEN_TASKS,
     LIVE,
+    Generation,
     IndexSnapshot,
     conform_segments,
-    read_parquet,
     snapshot,
     with_snapshot_retries,
 )
@@ -183,6 +183,8 @@ def sync(location: str, model: str | None = None, rebuild: bool = False, setting
     snap = snapshot(location, settings=settings)
     state = _state(snap)
     if manifest["state"] == state and not rebuild:
+        for found in manifest.get("damage") or ():  # parts built around damaged files: still say so
+            warn_damaged(location, Damage(**{**found, "videos": tuple(HeldVideo(**v) for v in found["videos"])}))
         _ensure_ivf(root, manifest)
         return SyncReport(root, len(manifest["parts"]), 0, 0, 0, _current_units(manifest["parts"]),
                           time.perf_counter() - started)
@@ -193,15 +195,19 @@ def sync(location: str, model: str | None = None, rebuild: bool = False, setting
         current.column("settings_hash").to_pylist(), current.column("video_id").to_pylist(),
         current.column("source").to_pylist(), current.column("committed_at").to_pylist(), strict=True)}
     parts = list(manifest["parts"])
-    covered_generations = {p["generation"] for p in parts if "generation" in p}
+    covered_generations = {_generation_cover(p) for p in parts if "generation" in p}
     covered_live = {(owner, at) for p in parts for owner, at in p.get("live", {}).items()}
     added = units_added = 0
     for generation in snap.generations:
-        if generation.name in covered_generations:
+        if _generation_key(generation, snap) in covered_generations:
             continue
-        tables = [read_parquet(path) for path in generation.files_of("segments")]
+        readable = [(p, snap.read_checked(generation, p, "segments")) for p in generation.files_of("segments")]
+        tables = [table for _, table in readable if table is not None]
         units, vectors = _units_of(tables, embedder.embed, label, dim)
-        parts.append(_write_part(root, units, vectors, {"generation": generation.name}))
+        # A part built around a damaged file names what it read, so it is rebuilt if that file comes back.
+        skipped = [p for p, table in readable if table is None]
+        read = {"files": [p.rsplit("/", 1)[-1] for p, t in readable if t is not None]} if skipped else {}
+        parts.append(_write_part(root, units, vectors, {"generation": generation.name, **read}))
         added += 1
         units_added += units.num_rows
     wanted = [(owner, at) for owner, (source, at) in snap_current.items()
@@ -209,12 +215,14 @@ def sync(location: str, model: str | None = None, rebuild: bool = False, setting
     if wanted:
         wanted_set = set(wanted)
         batch_tables, batch_live = [], {}
-        for path, stored in snap.live.items():  # headers only; segments read for new commits alone
+        for stored in snap.live.values():  # headers only; segments read for new commits alone
             commit = stored.commit
             owner = f"{commit.settings_hash}{OWNER_SEP}{commit.video_id}"
             if commit.status != "indexed" or (owner, str(commit.committed_at)) not in wanted_set:
                 continue
-            segments = stored.segments if stored.segments is not None else read_commit(path).segments
+            segments = snap.live_segments(stored)
+            if segments is None:
+                continue  # damaged: skipped and warned about once
             batch_tables.append(segments)
             batch_live[owner] = str(commit.committed_at)
         units, vectors = _units_of(batch_tables, embedder.embed, label, dim)
@@ -241,7 +249,8 @@ def sync(location: str, model: str | None = None, rebuild: bool = False, setting
             part["dead"] = dead_name
         kept.append(part)
     _write_manifest(root, {"version": STORE_VERSION, "model": label, "dim": dim, "state": state, "parts": kept,
-                           "location": location, "copies": _copies(snap)})
+                           "location": location, "copies": _copies(snap),
+                           "damage": [d.to_json() for d in snap.damage]})
     for part in dropped:
         shutil.rmtree(os.path.join(root, "parts", part["name"]), ignore_errors=True)
     _remove_orphans(root, {p["name"] for p in kept}, state)
@@ -253,6 +262,20 @@ def sync(location: str, model: str | None = None, rebuild: bool = False, setting
 def _copies(snap: IndexSnapshot) -> dict[str, str]:
     """Identical copies (``index.read`` rule 8): copy uri -> the content id whose units answer for it."""
     return {uri: video_id for uri, (video_id, _) in snap.copies().items()}
+
+
+def _generation_cover(part: dict) -> tuple[str, tuple[str, ...] | None]:
+    """What a generation's part was built from: the generation, and the files read where some were damaged."""
+    return part["generation"], tuple(part["files"]) if "files" in part else None
+
+
+def _generation_key(generation: Generation, snap: IndexSnapshot) -> tuple[str, tuple[str, ...] | None]:
+    """The cover a part of ``generation`` would have now (its damaged files as ``snap`` knows them)."""
+    damaged = {d.path for d in snap.damage if d.source == generation.name}
+    files = generation.files_of("segments")
+    if not damaged & set(files):
+        return generation.name, None
+    return generation.name, tuple(p.rsplit("/", 1)[-1] for p in files if p not in damaged)
 
 
 def _write_units_arrow(folder: str, units: pa.Table) -> None:
