@@ -81,3 +81,15 @@ def test_prefetch_defaults_to_lockstep_without_a_gpu() -> None:
 
     assert prefetch_clips(DecodeConfig()) == (1 if torch.cuda.is_available() else 0)
     assert prefetch_clips(DecodeConfig(prefetch_clips=3)) == 3
+
+
+def test_the_decode_process_imports_no_beam() -> None:
+    # Whatever the child imports it pays for at every start, on the cores the model runs on.
+    import subprocess
+    import sys
+
+    code = ("import sys, torchvision_shim; from transforms.decode.isolated import _serve; "
+            "from transforms.decode.backends import decoder_for; print('apache_beam' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "False"
