@@ -107,7 +107,10 @@ def test_build_through_20_percent_faults_equals_clean_build(s3_emulator, video_f
     monkeypatch.setenv("PLM_INDEX_MODEL_CACHE", str(tmp_path / "cache-clean"))
     clean = _build(source, f"s3://{bucket}/clean", f"s3://{bucket}/model")
 
-    injector = FaultInjectingProxy(s3_emulator.url, fault_rate=0.2, seed=20261203).start()
+    injector = FaultInjectingProxy(s3_emulator.url, fault_rate=0.2, seed=20261203)
+    # The bucket name is random, so the seeded faults differ per run: make sure one hits the model.
+    injector.fail_first["/model/"] = 1
+    injector.start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", injector.url)
     monkeypatch.setenv("PLM_INDEX_MODEL_CACHE", str(tmp_path / "cache-faulty"))
     try:
