@@ -23,15 +23,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HWM = "print('RSS_MB', int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024, file=sys.stderr)"
+from bench.search_latency import HWM
 
 # Runs inside the LanceDB interpreter: no project imports.
 BUILD = """
@@ -80,23 +77,9 @@ print(json.dumps({"hybrid_ms": hybrid, "vector_rowids": found}))
 """
 
 
-def _run(python: str, args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    started = time.perf_counter()
-    result = subprocess.run([python, *args], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    if result.returncode:
-        raise RuntimeError(f"{args[:2]} failed: {result.stderr[-3000:]}")
-    rss = [float(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("RSS_MB")]
-    return wall, rss[-1] if rss else float("nan"), result.stdout
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
-
-
 def run(lancedb_python: str, workdir: str, reps: int, nprobes: int) -> dict[str, Any]:
     """Build the LanceDB table (once) and measure it beside the project's derived index, same run."""
-    from bench.search_latency import QUERIES, ROOT, RSS_WRAPPER
+    from bench.search_latency import QUERIES, RSS_WRAPPER, child, pct
     from core.text_embedding import query_embedder
     from search import ivf
 
@@ -107,8 +90,8 @@ def run(lancedb_python: str, workdir: str, reps: int, nprobes: int) -> dict[str,
     db_dir = os.path.join(workdir, "lancedb-1000000")
     build: dict[str, Any] = {}
     if not os.path.exists(os.path.join(db_dir, "units.lance")):
-        wall, rss, out = _run(lancedb_python, ["-c", BUILD + HWM, str(part / "units.parquet"),
-                                               str(part / "embeddings.f16"), db_dir, str(lists)])
+        wall, rss, out = child(["-c", BUILD + HWM, str(part / "units.parquet"), str(part / "embeddings.f16"),
+                                db_dir, str(lists)], lancedb_python)
         build = {**json.loads(out.splitlines()[-1]), "build_rss_mb": rss}
     build["lancedb_bytes"] = sum(p.stat().st_size for p in Path(db_dir).rglob("*") if p.is_file())
     build["ours_bytes"] = sum(p.stat().st_size for p in part.iterdir() if p.is_file())
@@ -118,20 +101,18 @@ def run(lancedb_python: str, workdir: str, reps: int, nprobes: int) -> dict[str,
     for i, v in enumerate(vectors):
         vector_files.append(os.path.join(workdir, f"query-{i}.npy"))
         np.save(vector_files[-1], v)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cold_lance, cold_ours, bare_lance, bare_ours = [], [], [], []
     for query, vector_file in zip(queries, vector_files, strict=True):
-        cold_lance.append(_run(lancedb_python, ["-c", COLD, db_dir, query, vector_file, str(nprobes)]))
-        cold_ours.append(_run(sys.executable, ["-c", RSS_WRAPPER, "search", "--index", index, query,
-                                               "--limit", "10"], env=env))
-        bare_lance.append(_run(lancedb_python, ["-c", "import sys, lancedb; " + HWM]))
-        bare_ours.append(_run(sys.executable, ["-c", "import sys, pyarrow; " + HWM]))
+        cold_lance.append(child(["-c", COLD, db_dir, query, vector_file, str(nprobes)], lancedb_python))
+        cold_ours.append(child(["-c", RSS_WRAPPER, "search", "--index", index, query, "--limit", "10"]))
+        bare_lance.append(child(["-c", "import sys, lancedb; " + HWM], lancedb_python))
+        bare_ours.append(child(["-c", "import sys, pyarrow; " + HWM]))
     qfile = os.path.join(workdir, "queries.json")
     Path(qfile).write_text(json.dumps(list(QUERIES)))
     all_vectors = query_embedder().embed(list(QUERIES)).astype(np.float32)
     np.save(os.path.join(workdir, "queries.npy"), all_vectors)
-    _, warm_rss, out = _run(lancedb_python, ["-c", WARM + HWM, db_dir, qfile, os.path.join(workdir, "queries.npy"),
-                                             str(nprobes)])
+    _, warm_rss, out = child(["-c", WARM + HWM, db_dir, qfile, os.path.join(workdir, "queries.npy"), str(nprobes)],
+                             lancedb_python)
     warm = json.loads(out.splitlines()[-1])
     exact = np.fromfile(part / "embeddings.f16", dtype=np.float16).reshape(rows, -1)
     found = 0
@@ -140,14 +121,14 @@ def run(lancedb_python: str, workdir: str, reps: int, nprobes: int) -> dict[str,
         found += len(set(top.tolist()) & set(got))
 
     def summary(runs: list[tuple[float, float, str]]) -> dict[str, float]:
-        return {"wall_s_p50": _pct([w for w, _, _ in runs], 50), "wall_s_p95": _pct([w for w, _, _ in runs], 95),
+        return {"wall_s_p50": pct([w for w, _, _ in runs], 50), "wall_s_p95": pct([w for w, _, _ in runs], 95),
                 "rss_mb": max(r for _, r, _ in runs)}
 
     return {"rows": rows, "lists": lists, "nprobes": nprobes, "build": build,
             "cold_lancedb_hybrid": summary(cold_lance), "cold_ours_hybrid_cli": summary(cold_ours),
             "baseline_import_lancedb": summary(bare_lance), "baseline_import_pyarrow": summary(bare_ours),
-            "warm_lancedb_hybrid_ms_p50": _pct(warm["hybrid_ms"], 50),
-            "warm_lancedb_hybrid_ms_p95": _pct(warm["hybrid_ms"], 95), "warm_lancedb_rss_mb": warm_rss,
+            "warm_lancedb_hybrid_ms_p50": pct(warm["hybrid_ms"], 50),
+            "warm_lancedb_hybrid_ms_p95": pct(warm["hybrid_ms"], 95), "warm_lancedb_rss_mb": warm_rss,
             "lancedb_vector_recall_at_10_vs_exact": found / (10 * len(all_vectors)),
             "cpus": os.cpu_count(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 

@@ -120,16 +120,27 @@ HWM = "print('RSS_MB', int(open('/proc/self/status').read().split('VmHWM:')[1].s
 RSS_WRAPPER = "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); sys.stdout.flush(); " + HWM
 
 
-def child(args: list[str]) -> tuple[float, float, str]:
-    """A fresh Python process: wall seconds, its own peak RSS (MB) and stdout."""
+def measured_child(args: list[str], python: str = sys.executable) -> tuple[float, dict[str, float], str]:
+    """A fresh Python process: wall seconds, the ``NAME value`` figures it printed to stderr
+    (``RSS_MB``, ``READ_MB``, ...) and its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    result = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - started
     if result.returncode:
-        raise RuntimeError(f"{args} failed: {result.stderr[-2000:]}")
-    rss = [float(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("RSS_MB")]
-    return wall, rss[-1] if rss else float("nan"), result.stdout
+        raise RuntimeError(f"{args[:2]} failed: {result.stderr[-2000:]}")
+    figures = {}
+    for line in result.stderr.splitlines():
+        name, _, value = line.partition(" ")
+        if name.endswith("_MB"):
+            figures[name] = float(value.split()[0])
+    return wall, figures, result.stdout
+
+
+def child(args: list[str], python: str = sys.executable) -> tuple[float, float, str]:
+    """A fresh Python process: wall seconds, its own peak RSS (MB) and stdout."""
+    wall, figures, stdout = measured_child(args, python)
+    return wall, figures.get("RSS_MB", float("nan")), stdout
 
 
 def pct(values: list[float], q: float) -> float:
