@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -126,9 +127,38 @@ def ffmpeg_encode(path: str, source: str, seconds: float, codec: str, extra: lis
     command = ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds),
                "-c:v", codec, "-pix_fmt", "yuv420p", *extra, tmp]
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    if shutil.which("ffmpeg"):
+        subprocess.run(command, check=True)
+    else:  # the GPU machine has PyAV (carried) but no ffmpeg program
+        pyav_encode(tmp, source, seconds, codec, extra)
     os.replace(tmp, path)
     return time.perf_counter() - start
+
+
+def pyav_encode(path: str, source: str, seconds: float, codec: str, extra: list[str]) -> None:
+    """What ``ffmpeg -f lavfi -i SOURCE -t SECONDS -c:v CODEC -pix_fmt yuv420p EXTRA`` writes, through PyAV.
+
+    ``extra`` holds ``-option value`` pairs for the encoder (``-preset veryfast``, ``-g 30``).
+    """
+    import av
+
+    if len(extra) % 2 or any(not key.startswith("-") for key in extra[::2]):
+        raise ValueError(f"encoder options must be '-name value' pairs, got {extra}")
+    options = {key[1:]: value for key, value in zip(extra[::2], extra[1::2], strict=True)}
+    with av.open(source, format="lavfi") as src, av.open(path, "w") as out:
+        video = src.streams.video[0]
+        rate = video.average_rate or video.base_rate
+        stream = out.add_stream(codec, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        last = int(round(float(seconds) * float(rate)))
+        for index, frame in enumerate(src.decode(video)):
+            if index >= last:
+                break
+            frame.pts = None
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
 
 
 def tiny_model_and_videos(ctx: Context, name: str, count: int, seconds: float) -> tuple[str, list[str]] | str:

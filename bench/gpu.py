@@ -10,12 +10,17 @@ Figures:
 * model only: clips/s and output tokens/s at batch sizes 1, 4, 8 and 16 (one 32-frame clip and
   one prompt per row), against batch size 1 as the baseline;
 * prefix sharing at PLM-1B size: 8 questions about one clip with sharing against 1 question;
-* the full pipeline (``run_build`` on FnApiRunner, PyAV decode on the machine's CPUs) over
-  generated 1080p h264 videos, 30 s clips with one caption and 4 questions each: the GPU busy
-  fraction sampled with ``nvidia-smi`` during the run, and the resulting video-hours per GPU-hour
-  (indexed video seconds over wall seconds of the run).
+* the build's flow without Beam (``bench.flow``: probe, plan, killable decode processes decoding
+  ahead, prompts, ``PlmRunner`` in fixed batches of 16 rows) over generated 1080p h264 videos,
+  30 s clips with one caption and 4 questions each, with one decode process (one Beam worker
+  thread's share) and with all cores but two: the GPU busy fraction sampled with ``nvidia-smi``,
+  the share of wall time in the model call, and video-hours per GPU-hour (indexed video seconds
+  over wall seconds of the run);
+* the full Beam build (``run_build`` on FnApiRunner) over the same videos, where Beam is installed
+  (the lent GPU machine has none, and no room to carry it).
 
-Without CUDA every figure is a "not run: no CUDA" entry.
+Without CUDA every figure is a "not run: no CUDA" entry; ``--dry`` runs every step on CPU with
+shrunk models instead (checked by ``tests/bench/test_gpu_dry.py`` with Beam hidden, as on the device).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ CAPTION_TOKENS = 128  # the caption's max_new_tokens in the pipeline run (questi
 QUESTIONS = ("What is the person holding?", "Where does this take place?", "What happens at the end?",
              "How many people are visible?")
 BUSY_TARGET = 0.8
+FLOW_BATCH = 16
 
 # Llama-3.2 text models as published (Perception-LM-1B/3B's language models).
 TEXT = {
@@ -196,12 +202,15 @@ def sharing_figure(model: Any, config: Any, ctx: Context, device: str, frames: i
 class BusySampler:
     """GPU utilisation sampled by ``nvidia-smi`` every 250 ms while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.samples: list[float] = []
         self._process: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> BusySampler:
+        if not self.enabled:
+            return self
         self._process = subprocess.Popen(
             ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "250", "-i", "0"],
             stdout=subprocess.PIPE, text=True)
@@ -254,42 +263,115 @@ def save_checkpoint(name: str, folder: str, device: str, ctx: Context, smoke: bo
     return path
 
 
-def pipeline_figures(ctx: Context, checkpoint: str, device: str, cpu_only_smoke: bool = False) -> list[Figure]:
-    """The full build over 1080p h264: GPU busy fraction and video-hours per GPU-hour."""
+def missing_modules(*names: str) -> list[str]:
+    """Those of ``names`` that cannot be imported here."""
     import importlib.util
 
-    missing = [m for m in ("apache_beam", "av", "pydantic", "tenacity") if importlib.util.find_spec(m) is None]
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return [name for name in names if not installed(name)]
+
+
+def pipeline_videos(ctx: Context, smoke: bool, distinct: bool = False) -> tuple[list[str], int]:
+    """Generated 1080p h264 videos (cached) and their length in seconds.
+
+    The flow gets one encoded video linked under several names (encoding 1080p takes the device's
+    minutes; decoding a copy costs what decoding another video does); the Beam build, which would
+    skip identical content, gets ``distinct`` videos.
+    """
+    count, seconds = (1, 30) if smoke else (8, 120) if ctx.quick else (16, 120)
+    if distinct:
+        count = min(count, 4)
+    folder = os.path.join(ctx.cache_dir, "gpu-videos-distinct" if distinct else "gpu-videos")
+    paths = []
+    for index in range(count):
+        path = os.path.join(folder, f"v{index}-{seconds}s.mp4")
+        if distinct or index == 0:
+            ffmpeg_encode(path, f"testsrc2=size=1920x1080:rate=30,hue=H={index}", seconds, "libx264",
+                          ["-preset", "veryfast"])
+        elif not os.path.exists(path):
+            os.link(paths[0], path)
+        paths.append(path)
+    return paths, seconds
+
+
+def flow_figures(ctx: Context, checkpoint: str, device: str, smoke: bool = False) -> list[Figure]:
+    """The build's flow without Beam (``bench.flow``) over 1080p h264, with one decode process and with many.
+
+    One decode process is what a single Beam worker thread has; many is the fix when CPU decoding
+    starves the GPU. Each run reports the GPU busy fraction (``nvidia-smi``), the share of wall time
+    the model call took, and video-hours per GPU-hour for 30 s clips with a caption and 4 questions.
+    """
+    missing = missing_modules("av", "pydantic")
     if missing:
-        return [skipped(NAME, "full pipeline over 1080p h264", f"not run: {', '.join(missing)} not installed here "
-                        "(the build needs them; carry their wheels, see README 'GPU run')")]
+        return [skipped(NAME, "build flow over 1080p h264", f"{', '.join(missing)} not installed here "
+                        "(carry their wheels: make device-wheels, see the README's GPU notes)")]
+    from bench.flow import default_decoders, run_flow
+    from model_runner.runner import PlmRunner
+    from schemas.config import ClipSpec, DecodeConfig
+    from schemas.manifest import Question
+
+    videos, seconds = pipeline_videos(ctx, smoke)
+    runner = PlmRunner(checkpoint, device=device)  # no runaway guard: every answer runs to its budget
+    loaded = runner.load()
+    settings = {"spec": ClipSpec(mode="fixed", window_s=30.0), "decode": DecodeConfig(backend="pyav", num_frames=NUM_FRAMES),
+                "tasks": ("caption", "sgqa"), "caption_tokens": CAPTION_TOKENS, "batch_size": FLOW_BATCH,
+                "questions": tuple(Question(question=q) for q in QUESTIONS)}
+    figures: list[Figure] = []
+    for decoders in sorted({1, 2 if smoke else default_decoders()}):
+        with BusySampler(enabled=device == "cuda") as sampler:
+            result = run_flow(videos, runner, loaded, decoders=decoders, **settings)
+        busy = sampler.samples
+        busy_stat = Stat.of(busy) if busy else None
+        note = (f"{result.videos} videos x {seconds} s, {result.clips} clips, {result.rows} rows in {result.batches} "
+                f"batches of up to {FLOW_BATCH}, {result.failures} failed rows; model call {result.model_s:.0f} s "
+                f"of {result.wall_s:.0f} s wall ({result.model_s / result.wall_s:.2f}); {os.cpu_count()} CPUs")
+        figures.append(Figure(
+            benchmark=NAME, name=f"build flow, {decoders} decode process{'es' if decoders > 1 else ''}: GPU busy fraction",
+            unit="", value=busy_stat, target=f"> {BUSY_TARGET}",
+            met=(busy_stat.median > BUSY_TARGET) if busy_stat else None,
+            note=(f"nvidia-smi utilization.gpu every 250 ms, {len(busy)} samples, mean {sum(busy) / len(busy):.2f}; "
+                  if busy else "no nvidia-smi samples (no GPU); ") + note))
+        figures.append(Figure(
+            benchmark=NAME, name=f"build flow, {decoders} decode process{'es' if decoders > 1 else ''}: "
+                                 "video-hours per GPU-hour (30 s clips, caption + 4 questions)",
+            unit="h/h", value=Stat.of([result.video_hours_per_hour]),
+            note=f"caption {CAPTION_TOKENS} tokens + 4 sgqa questions x 16 tokens per clip; one run"))
+    del loaded
+    return figures
+
+
+def pipeline_figures(ctx: Context, checkpoint: str, device: str, cpu_only_smoke: bool = False) -> list[Figure]:
+    """The full Beam build over 1080p h264 (where Beam is installed): GPU busy fraction and video-hours per GPU-hour."""
+    missing = missing_modules("apache_beam", "av", "pydantic", "tenacity")
+    if missing:
+        return [skipped(NAME, "full Beam build over 1080p h264", f"{', '.join(missing)} not installed here "
+                        "(the build flow figures above drive the same code without Beam)")]
     from pipeline.build import run_build
     from pipeline.options import beam_options
     from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
     from schemas.manifest import Question
 
-    count, seconds = (1, 30) if cpu_only_smoke else (2, 60) if ctx.quick else (4, 120)
-    folder = os.path.join(ctx.cache_dir, "gpu-videos")
-    for index in range(count):
-        ffmpeg_encode(os.path.join(folder, f"v{index}.mp4"), f"testsrc2=size=1920x1080:rate=30,hue=H={index}",
-                      seconds, "libx264", ["-preset", "veryfast"])
+    videos, seconds = pipeline_videos(ctx, cpu_only_smoke, distinct=True)
+    folder = os.path.dirname(videos[0])
+    count = len(videos)
     output = tempfile.mkdtemp(prefix="bench-gpu-index-")
     config = BuildConfig(input=folder, output=output, clips=ClipSpec(mode="fixed", window_s=30.0),
                          decode=DecodeConfig(backend="pyav", num_frames=NUM_FRAMES),
                          # No runaway guard: every answer runs to its budget, so the work is fixed.
-                         model=ModelConfig(model=checkpoint, max_new_tokens=CAPTION_TOKENS, batch_size=16,
+                         model=ModelConfig(model=checkpoint, max_new_tokens=CAPTION_TOKENS, batch_size=FLOW_BATCH,
                                            device=device, runaway_guard=False),
                          tasks=("caption", "sgqa"), questions=tuple(Question(question=q) for q in QUESTIONS))
     try:
-        if cpu_only_smoke:
+        with BusySampler(enabled=device == "cuda") as sampler:
             start = time.perf_counter()
             summary = run_build(config, beam_options([]), force=True)
-            wall, busy = time.perf_counter() - start, []
-        else:
-            with BusySampler() as sampler:
-                start = time.perf_counter()
-                summary = run_build(config, beam_options([]), force=True)
-                wall = time.perf_counter() - start
-            busy = sampler.samples
+            wall = time.perf_counter() - start
+        busy = sampler.samples
     finally:
         shutil.rmtree(output, ignore_errors=True)
     video_s = count * seconds
@@ -298,12 +380,12 @@ def pipeline_figures(ctx: Context, checkpoint: str, device: str, cpu_only_smoke:
     note = (f"{count} videos x {seconds} s, {summary.line()}; {os.cpu_count()} CPUs decoding; "
             f"caption {CAPTION_TOKENS} tokens + 4 sgqa questions x 16 tokens per 30 s clip")
     return [
-        Figure(benchmark=NAME, name="full pipeline over 1080p h264: GPU busy fraction", unit="",
+        Figure(benchmark=NAME, name="full Beam build over 1080p h264: GPU busy fraction", unit="",
                value=busy_stat, target=f"> {BUSY_TARGET}", met=(busy_stat.median > BUSY_TARGET) if busy_stat else None,
                note=f"nvidia-smi utilization.gpu every 250 ms, {len(busy)} samples (median [min-max]); "
                     f"mean {sum(busy) / len(busy):.2f}" if busy else "no samples"),
-        Figure(benchmark=NAME, name="video-hours per GPU-hour (30 s clips, caption + 4 questions)", unit="h/h",
-               value=Stat.of([rate]), note=note + f"; wall {wall:.0f} s, one run"),
+        Figure(benchmark=NAME, name="full Beam build: video-hours per GPU-hour (30 s clips, caption + 4 questions)",
+               unit="h/h", value=Stat.of([rate]), note=note + f"; wall {wall:.0f} s, one run"),
     ]
 
 
@@ -341,9 +423,13 @@ def run(ctx: Context, smoke: bool = False) -> list[Figure]:
     scratch = tempfile.mkdtemp(prefix="bench-gpu-ckpt-", dir=ctx.cache_dir)
     try:
         checkpoint = save_checkpoint("PLM-1B", scratch, device, ctx, smoke=smoke)
-        figures.extend(pipeline_figures(ctx, checkpoint, device, cpu_only_smoke=device != "cuda"))
+        for step in (flow_figures, pipeline_figures):
+            try:
+                figures.extend(step(ctx, checkpoint, device, device != "cuda"))
+            except Exception as exc:  # noqa: BLE001 - report the failure, keep the other figures
+                figures.append(skipped(NAME, step.__name__, f"failed: {type(exc).__name__}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - report the failure, keep the model figures
-        figures.append(skipped(NAME, "full pipeline over 1080p h264", f"failed: {type(exc).__name__}: {exc}"))
+        figures.append(skipped(NAME, "PLM-1B checkpoint for the pipeline runs", f"failed: {type(exc).__name__}: {exc}"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return figures

@@ -265,9 +265,9 @@ def run_eval(settings: EvalSettings, *, load: Callable[[str, str], Any] | None =
              generate: Generate | None = None) -> dict[str, Any]:
     """Evaluate ``settings.task`` over ``settings.data``; returns the report (also written to JSON).
 
-    ``load(model, device)`` returns the loaded model (default: ``PlmModelHandler(model).load_model()``)
+    ``load(model, device)`` returns the loaded model (default: ``PlmRunner(model).load()``)
     and ``generate(items, loaded, max_new_tokens)`` answers prompts (default:
-    ``PlmModelHandler.generate``); tests may replace them. With ``settings.predictions`` neither
+    ``PlmRunner.generate``); tests may replace them. With ``settings.predictions`` neither
     is called. A row whose video, decoding, generation or judging fails gets an ``error`` in the
     report and is left out of the metrics; the run goes on.
     """
@@ -290,12 +290,12 @@ def run_eval(settings: EvalSettings, *, load: Callable[[str, str], Any] | None =
     loaded = None
     load_s = 0.0
     if predictions is None:
-        from model_runner.handler import PlmModelHandler
+        from model_runner.runner import PlmRunner
 
-        generate = generate or PlmModelHandler.generate
+        generate = generate or PlmRunner.generate
         t0 = time.perf_counter()
         if load is None:
-            loaded = PlmModelHandler(settings.model, device=settings.device).load_model()
+            loaded = PlmRunner(settings.model, device=settings.device).load()
         else:
             loaded = load(settings.model, settings.device)
         load_s = time.perf_counter() - t0

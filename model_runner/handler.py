@@ -1,9 +1,7 @@
-"""``PlmModelHandler``: PerceptionLM behind Beam's RunInference."""
+"""``PlmModelHandler``: PerceptionLM behind Beam's RunInference (the generation itself is ``PlmRunner``'s)."""
 
 from __future__ import annotations
 
-import logging
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,155 +9,41 @@ import torch
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from model_runner.loading import LoadedPlm, load_plm
-from model_runner.prefix import PrefixMismatch, eos_ids_of, generate_shared_rows, group_by_clip
-from model_runner.prompts import video_conversation
-from model_runner.stopping import RunawaySettings, StoppingCriteriaList, criteria_for, cut_rows
-from schemas.records import ClipPrompt, InferenceFailure
-
-log = logging.getLogger(__name__)
+from model_runner.loading import LoadedPlm
+from model_runner.runner import RUNAWAY_LISTENERS, PlmRunner, batch_bytes
+from model_runner.stopping import RunawaySettings
+from schemas.records import ClipPrompt
 
 _RUNAWAY_ROWS = Metrics.counter("PlmModelHandler", "runaway_rows")
+RUNAWAY_LISTENERS.append(_RUNAWAY_ROWS.inc)
 
 
-def note_runaway(items: Sequence[ClipPrompt], rows: Sequence[int]) -> None:
-    """Log and count the rows the runaway guard ended (their text is kept up to the loop)."""
-    for row in rows:
-        item = items[row]
-        log.warning("runaway guard: the %s answer for %s clip %d repeated a loop and was stopped early",
-                    item.task, item.clip.uri, item.clip.clip_index)
-        _RUNAWAY_ROWS.inc()
+class PlmModelHandler(PlmRunner, ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
+    """``PlmRunner`` with RunInference's hooks: load, run a batch, count its bytes, batch sizes.
 
-
-class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
-    """Greedy generation with PerceptionLM over batches of clip prompts.
-
-    Clips of equal frame count and frame size are batched together with left-padded prompts.
-    The prompt goes through the processor's chat template, which emits BOS itself, so the
-    tokenizer is told not to add another. If a batch fails (CUDA out of memory, say) it is
-    retried in halves down to single clips; a clip that fails alone comes back as an
-    ``InferenceFailure`` so the rest of its batch still lands.
-
-    Several prompts in a batch about the same clip (the same frames, e.g. a caption and
-    questions) share the clip's vision encoding and prefix prefill (``model_runner.prefix``)
-    when ``share_prefix`` is on, whatever their ``max_new_tokens``; their answers are the same
-    as when each runs alone. ``runaway_guard`` (on in ``build``, never in ``eval``) ends a row
-    whose output loops (``model_runner.stopping.RunawayGuard``); it changes no output that does not.
+    Batches are fixed at ``max_batch_size`` rows whenever the bundle holds that many
+    (``min_batch_size`` defaults to it). Beam's adaptive batching starts at one row and fits batch
+    time as linear in rows: on a GPU a batch of 16 costs about what one row does, and on the tiny
+    CPU model it settled at 1-2 rows (31 model calls for 48 clips instead of 12), which also
+    split a clip's caption and questions across batches so they lost their shared prefix.
     """
 
     def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0,
-                 max_batch_size: int = 4, min_batch_size: int = 1, share_prefix: bool = True,
+                 max_batch_size: int = 4, min_batch_size: int | None = None, share_prefix: bool = True,
                  runaway_guard: RunawaySettings | None = None) -> None:
-        super().__init__()
-        self._model = model
-        self._share_prefix = share_prefix
-        self._runaway = runaway_guard
-        self._device = device
-        self._torch_threads = torch_threads
-        self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+        ModelHandler.__init__(self)
+        PlmRunner.__init__(self, model, device=device, torch_threads=torch_threads, share_prefix=share_prefix,
+                           runaway_guard=runaway_guard)
+        fixed = max_batch_size if min_batch_size is None else min_batch_size
+        self._batch = {"min_batch_size": fixed, "max_batch_size": max_batch_size}
 
     def load_model(self) -> LoadedPlm:
-        loaded = load_plm(self._model, self._device, self._torch_threads)
-        log.info("loaded PLM %s on %s", self._model, loaded.device)
-        return loaded
+        return self.load()
 
     def run_inference(self, batch: Sequence[ClipPrompt], model: LoadedPlm,
                       inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        # Prompts batch by frame shape only: rows with different token budgets share a batch (and
-        # a clip's prefix), each ending at its own budget (model_runner.stopping.RowBudgets).
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for position, item in enumerate(batch):
-            groups[item.frames.shape].append(position)
-        texts: dict[int, str | InferenceFailure] = {}
-        for positions in groups.values():
-            for chosen, shared in self._split_shared(batch, positions):
-                items = [batch[p] for p in chosen]
-                for p, text in zip(chosen, self._generate_split(items, model, 1, shared), strict=True):
-                    texts[p] = text
-        return [PredictionResult(example=item, inference=texts[p], model_id=model.model_id)
-                for p, item in enumerate(batch)]
-
-    def _split_shared(self, batch: Sequence[ClipPrompt], positions: list[int]) -> list[tuple[list[int], bool]]:
-        """Positions whose clip has several prompts here (shared prefix), and the others."""
-        if not self._share_prefix or len(positions) < 2:
-            return [(positions, False)]
-        clip_of = group_by_clip([batch[p] for p in positions])
-        sizes = Counter(clip_of)
-        shared = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] > 1]
-        alone = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] == 1]
-        return [(chosen, flag) for chosen, flag in ((shared, True), (alone, False)) if chosen]
-
-    def _generate(self, items: list[ClipPrompt], model: LoadedPlm, shared: bool) -> list[str]:
-        max_new_tokens = max(item.max_new_tokens for item in items)
-        # The guard travels as a keyword only when on, so subclasses overriding generate keep working.
-        guard = {"runaway": self._runaway} if self._runaway is not None else {}
-        if shared:
-            return self.generate_shared(items, model, max_new_tokens, **guard)
-        return self.generate(items, model, max_new_tokens, **guard)
-
-    def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, attempt: int,
-                        shared: bool = False) -> list[str | InferenceFailure]:
-        try:
-            return self._generate(items, model, shared)
-        except PrefixMismatch as exc:
-            log.warning("prefix sharing is not possible here (%s); generating without it", exc)
-            return self._generate_split(items, model, attempt, False)
-        except Exception as exc:  # noqa: BLE001 - split and retry, then report per clip
-            if model.device == "cuda":
-                torch.cuda.empty_cache()
-            if len(items) == 1:
-                log.warning("generation failed for %s clip %d: %s", items[0].clip.uri, items[0].clip.clip_index, exc)
-                return [InferenceFailure(type(exc).__name__, str(exc), attempt)]
-            half = len(items) // 2
-            log.warning("a batch of %d failed (%s); retrying in halves", len(items), type(exc).__name__)
-            return (self._generate_split(items[:half], model, attempt + 1, shared)
-                    + self._generate_split(items[half:], model, attempt + 1, shared))
-
-    @staticmethod
-    def model_inputs(items: list[ClipPrompt], model: LoadedPlm) -> Any:
-        """The processor's batch for ``generate``: templated, left-padded prompts and the videos, on device."""
-        processor = model.processor
-        texts = [processor.apply_chat_template(video_conversation(item.prompt), add_generation_prompt=True,
-                                               tokenize=False) for item in items]
-        videos = [torch.from_numpy(item.frames).permute(0, 3, 1, 2) for item in items]
-        inputs = processor(text=texts, videos=videos, return_tensors="pt", padding=True,
-                           add_special_tokens=False, do_resize=False, do_sample_frames=False)
-        inputs = inputs.to(model.device)
-        if "pixel_values_videos" in inputs:
-            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.model.dtype)
-        return inputs
-
-    @staticmethod
-    def generate(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                 runaway: RunawaySettings | None = None) -> list[str]:
-        """Generate one answer per clip prompt, greedily, in one batch.
-
-        Each row stops at its own ``max_new_tokens`` (capped by ``max_new_tokens``) and, with
-        ``runaway`` set, when its output loops. With equal budgets and no guard this is the
-        plain ``generate`` call (what ``eval`` runs, benchmark-exact).
-        """
-        inputs = PlmModelHandler.model_inputs(items, model)
-        width = inputs["input_ids"].shape[1]
-        budgets = [min(item.max_new_tokens, max_new_tokens) for item in items]
-        longest = max(budgets)
-        criteria = criteria_for(width, budgets, longest, runaway)
-        extra = {"stopping_criteria": StoppingCriteriaList(criteria)} if criteria else {}
-        with torch.inference_mode():
-            output = model.model.generate(**inputs, max_new_tokens=longest, do_sample=False, **extra)
-        new_tokens = output[:, width:]
-        if not criteria:
-            return [text.strip() for text in model.processor.batch_decode(new_tokens, skip_special_tokens=True)]
-        tokens, runaway_rows = cut_rows(new_tokens.tolist(), criteria, eos_ids_of(model))
-        note_runaway(items, runaway_rows)
-        return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
-
-    @staticmethod
-    def generate_shared(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                        runaway: RunawaySettings | None = None) -> list[str]:
-        """Like ``generate``, encoding and prefilling each distinct clip's shared prefix once."""
-        tokens, runaway_rows = generate_shared_rows(items, model, max_new_tokens, runaway)
-        note_runaway(items, runaway_rows)
-        return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]
+        return [PredictionResult(example=item, inference=answer, model_id=model.model_id)
+                for item, answer in zip(batch, self.answer(batch, model), strict=True)]
 
     def get_num_bytes(self, batch: Sequence[ClipPrompt]) -> int:
         """The batch's size for Beam's byte metrics, counted without pickling it.
@@ -168,14 +52,7 @@ class PlmModelHandler(ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
         Like Beam's own PyTorch and Hugging Face handlers, count the array bytes instead: each
         distinct frames array once (a clip's prompts share one), plus the prompt text.
         """
-        seen: set[int] = set()
-        total = 0
-        for item in batch:
-            if id(item.frames) not in seen:
-                seen.add(id(item.frames))
-                total += int(item.frames.nbytes)
-            total += len(item.prompt.encode("utf-8"))
-        return total
+        return batch_bytes(batch)
 
     def batch_elements_kwargs(self) -> dict[str, int]:
         return dict(self._batch)

@@ -7,6 +7,8 @@
   transformers, sentence-transformers or torchvision imports ``torchvision_shim`` first, and no
   package ``__init__`` and no light package imports it, so ``import schemas`` and a keyword search
   load no torch (checked in a subprocess, since this test process has torch loaded already).
+- The build's flow (probe, plan, decode, prompts, ``PlmRunner``), ``eval`` and the GPU bench
+  import without Beam, as the lent GPU machine runs them.
 - Nothing sets ``HF_HUB_OFFLINE`` for the whole process.
 """
 
@@ -108,6 +110,22 @@ def test_light_packages_and_a_keyword_search_load_no_torch_or_beam(tmp_path: Pat
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-index")], capture_output=True,
                             text=True, timeout=300, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not any(loaded.values()), loaded
+
+
+def test_the_flow_without_beam_imports_no_beam() -> None:
+    """Probe, plan, decode, prompts and generation import without Beam: the GPU machine has none."""
+    code = (
+        "import sys, json\n"
+        "import transforms.probe, transforms.probe.probing, transforms.plan, transforms.plan.planning\n"
+        "import transforms.decode, transforms.decode.isolated, transforms.prompt, transforms.prompt.building\n"
+        "import model_runner.runner, evaluation.job, bench.flow, bench.gpu\n"
+        "print(json.dumps({m: m in sys.modules for m in ('apache_beam', 'scenedetect')}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert not any(loaded.values()), loaded
 

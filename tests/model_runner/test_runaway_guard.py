@@ -13,6 +13,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from model_runner.handler import PlmModelHandler
 from model_runner.loading import LoadedPlm
+from model_runner.runner import RUNAWAY_LISTENERS, PlmRunner
 from model_runner.stopping import RowBudgets, RunawayGuard, RunawaySettings, cut_rows
 from model_runner.tiny import build_tiny_plm
 from pipeline.graph import make_handler
@@ -178,7 +179,16 @@ def test_guard_stops_a_forced_loop_early_and_leaves_the_other_rows(tiny_dir: str
     looping = replace(loaded, model=LoopingModel(loaded.model, rows={1}))
     off = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4).run_inference(batch, looping)
     guarded = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4, runaway_guard=RunawaySettings())
-    on = guarded.run_inference(batch, looping)
+    stopped: list[int] = []
+    RUNAWAY_LISTENERS.append(stopped.append)  # what the Beam handler counts as its runaway_rows metric
+    try:
+        on = guarded.run_inference(batch, looping)
+    finally:
+        RUNAWAY_LISTENERS.remove(stopped.append)
+    assert stopped == [1]
+    # The Beam-free runner (eval, the GPU bench) answers exactly as the handler does.
+    runner = PlmRunner(tiny_dir, device="cpu", runaway_guard=RunawaySettings())
+    assert runner.answer(batch, looping) == [r.inference for r in on]
     loop_text = loaded.processor.tokenizer.decode(LOOP)
     settings = RunawaySettings()
     repeats_to_stop = settings.span(len(LOOP)) // len(LOOP)

@@ -1,17 +1,17 @@
-"""Per-frame work between decoding and PLM: rotation and the 448x448 bicubic resize."""
+"""Per-frame work between decoding and PLM: rotation and the 448x448 bicubic resize.
+
+This module needs torch but not torchvision: the decode process imports it, and torchvision's
+import (about 2 s of CPU, most of that process's start) bought nothing but one call into torch.
+"""
 
 from __future__ import annotations
-
-import torchvision_shim  # noqa: F401  (first: torchvision and transformers need it, see torchvision_shim.py)
-
-# isort: split
 
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torchvision.transforms.v2 import functional as tvf
+from torch.nn.functional import interpolate
 
 
 def apply_rotation(rgb: np.ndarray, rotation: int) -> np.ndarray:
@@ -26,12 +26,15 @@ def resize_exact(rgb: np.ndarray, size: int) -> np.ndarray:
     transformers' ``PerceptionLMVideoProcessor`` resizes uint8 tensors with torchvision's
     bicubic, antialiased resize and only then rescales and normalises; doing the same resize
     here, frame by frame, gives identical pixels while holding only small frames in memory.
+    On CPU torchvision hands a uint8 image straight to torch's native uint8 antialiased bicubic
+    kernel (``interpolate``, ``align_corners=False``), which is what this calls. Tests hold it
+    to torchvision's ``resize`` and to the processor itself, pixel for pixel.
     """
     if rgb.shape[0] == size and rgb.shape[1] == size:
         return rgb
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-    out = tvf.resize(tensor, [size, size], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
-    return out.permute(1, 2, 0).contiguous().numpy()
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
+    out = interpolate(image, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def to_plm_frame(rgb: np.ndarray, rotation: int, size: int) -> np.ndarray:

@@ -8,24 +8,15 @@ they cover), as the loader reads a trimmed clip's.
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterator
-from dataclasses import replace
-from typing import Any
 
-import apache_beam as beam
 import numpy as np
 
 from core.sampling import plm_loader_positions
 from schemas.config import ClipSpec
 from schemas.manifest import Question
-from schemas.records import ClipPlan, VideoClips, VideoInfo, VideoSummary
-from schemas.rows import RunContext
-from schemas.work import VideoFailed
+from schemas.records import ClipPlan, VideoInfo
 from transforms.plan.annotations import annotate_clips
-
-log = logging.getLogger(__name__)
 
 
 def fixed_windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
@@ -121,37 +112,17 @@ def merge_short(windows: list[tuple[float, float]], min_s: float) -> list[tuple[
     return [(a, b) for a, b in merged]
 
 
-class PlanClips(beam.DoFn):
-    """VideoInfo -> VideoClips, each clip carrying its video's summary; a failure becomes ``VideoFailed``.
+def plan_video(info: VideoInfo, spec: ClipSpec, num_frames: int, questions: tuple[Question, ...] = ()) -> list[ClipPlan]:
+    """A probed video's clips, with their regions and questions: what the plan stage emits, without Beam.
 
-    Other records pass through unchanged.
+    Scene mode reads the video for its cuts first. Raises ValueError when no clip can be planned.
     """
+    cuts = None
+    if spec.mode == "scenes":
+        from transforms.plan.scenes import detect_scene_cuts
 
-    def __init__(self, spec: ClipSpec, num_frames: int, run: RunContext,
-                 questions: tuple[Question, ...] = ()) -> None:
-        self._spec = spec
-        self._num_frames = num_frames
-        self._run = run
-        self._questions = questions
-
-    def process(self, info: Any) -> Iterator[Any]:
-        if not isinstance(info, VideoInfo):
-            yield info
-            return
-        try:
-            cuts = None
-            if self._spec.mode == "scenes":
-                from transforms.plan.scenes import detect_scene_cuts
-
-                cuts = detect_scene_cuts(info.uri, self._spec.scene_threshold)
-            clips = annotate_clips(info, plan_clips(info, self._spec, self._num_frames, cuts), self._questions)
-            if not clips:
-                raise ValueError("no clip could be planned: the video has no frames in range")
-        except Exception as exc:  # noqa: BLE001 - one bad video must never fail the job
-            log.warning("planning failed for %s: %s", info.uri, exc)
-            yield VideoFailed(info.uri, info.video_id, (self._run.error_row(info.uri, info.video_id, None, "plan", exc),))
-            return
-        summary = VideoSummary.of(info, len(clips))
-        beam.metrics.Metrics.counter("plm_index", "clips_planned").inc(len(clips))
-        log.info("planned %d clips of %s", len(clips), info.uri)
-        yield VideoClips(info=info, clips=tuple(replace(clip, video=summary) for clip in clips))
+        cuts = detect_scene_cuts(info.uri, spec.scene_threshold)
+    clips = annotate_clips(info, plan_clips(info, spec, num_frames, cuts), questions)
+    if not clips:
+        raise ValueError("no clip could be planned: the video has no frames in range")
+    return clips

@@ -8,6 +8,10 @@ the full-resolution frames and resizes them itself. The two must agree.
 
 from __future__ import annotations
 
+import torchvision_shim  # noqa: F401  (first: transformers' processor and the reference resize import torchvision)
+
+# isort: split
+
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as tvf
 from transformers import AutoProcessor, PerceptionLMVideoProcessor
 
 from model_runner.prompts import video_conversation
@@ -124,3 +129,24 @@ def test_decoder_resize_mode_pixel_values_stay_close(
                          ours, reference_pixel_values)
     # Not pixel-identical (so not the default), but close: under 2% of the [-1, 1] range on average.
     assert 0 < mean < 0.04
+
+
+def torchvision_resize(frame: np.ndarray) -> np.ndarray:
+    """torchvision's bicubic antialiased resize of one HxWx3 uint8 frame, as the processor calls it."""
+    tensor = torch.from_numpy(frame).permute(2, 0, 1)
+    out = tvf.resize(tensor, [SIZE, SIZE], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
+    return out.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize(("height", "width"), [(360, 640), (1080, 1920), (1920, 1080), (448, 600), (300, 300),
+                                               (13, 1000), (100, 50), (447, 449)])
+def test_resize_exact_equals_torchvision_resize(height: int, width: int) -> None:
+    """resize_exact calls torch's kernel without torchvision; it must match torchvision pixel for pixel."""
+    rng = np.random.default_rng(height * 10_000 + width)
+    noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ramps = np.clip(np.cumsum(rng.integers(-3, 4, (height, width, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    turned = np.rot90(ramps)  # a non-contiguous view, as a rotated frame is before apply_rotation copies it
+    for frame in (noise, ramps, turned):
+        ours = resize_exact(frame, SIZE)
+        assert ours.shape == (SIZE, SIZE, 3) and ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours, torchvision_resize(np.ascontiguousarray(frame)))
