@@ -11,7 +11,7 @@ Figures:
   one prompt per row), against batch size 1 as the baseline;
 * prefix sharing at PLM-1B size: 8 questions about one clip with sharing against 1 question;
 * the build's flow without Beam (``bench.flow``: probe, plan, killable decode processes decoding
-  ahead, prompts, ``PlmRunner`` in fixed batches of 16 rows) over generated 1080p h264 videos,
+  ahead, prompts, ``PlmRunner`` in fixed batches of 15 rows, three whole clips) over generated 1080p h264 videos,
   30 s clips with one caption and 4 questions each, with one decode process (one Beam worker
   thread's share) and with all cores but two: the GPU busy fraction sampled with ``nvidia-smi``,
   the share of wall time in the model call, and video-hours per GPU-hour (indexed video seconds
@@ -47,7 +47,7 @@ CAPTION_TOKENS = 128  # the caption's max_new_tokens in the pipeline run (questi
 QUESTIONS = ("What is the person holding?", "Where does this take place?", "What happens at the end?",
              "How many people are visible?")
 BUSY_TARGET = 0.8
-FLOW_BATCH = 16
+FLOW_BATCH = 15  # three whole clips of a caption and 4 questions: no clip split across batches
 
 # Llama-3.2 text models as published (Perception-LM-1B/3B's language models).
 TEXT = {
