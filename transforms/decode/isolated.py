@@ -198,6 +198,11 @@ class IsolatedDecoder:
             self._process = None
             self._results.close()
             self._lifeline.close()
+            # Release the request queue's semaphores now (left to exit, they are reported as leaked).
+            # No join: a request larger than the pipe, half read by a killed child, would block it forever.
+            self._requests.close()
+            self._requests.cancel_join_thread()
+            self._requests = None
 
     def _receive(self, header: ClipFrames, layout: list[tuple[tuple[int, ...], str]]) -> ClipFrames:
         arrays = []
