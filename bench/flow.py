@@ -19,10 +19,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from schemas.config import ClipSpec, DecodeConfig
 from schemas.manifest import Question
 from schemas.records import ClipFrames, ClipPrompt, VideoClips, VideoInput
+
+if TYPE_CHECKING:
+    from model_runner.loading import LoadedPlm
+    from model_runner.runner import PlmRunner
 
 _END = object()
 
@@ -98,10 +103,10 @@ def decoded_clips(uris: list[str], spec: ClipSpec, decode: DecodeConfig, questio
         raise RuntimeError(f"decoding failed: {failures[0]}") from failures[0]
 
 
-def run_flow(uris: list[str], runner: object, loaded: object, *, spec: ClipSpec, decode: DecodeConfig,
+def run_flow(uris: list[str], runner: PlmRunner, loaded: LoadedPlm, *, spec: ClipSpec, decode: DecodeConfig,
              tasks: tuple[str, ...], caption_tokens: int, batch_size: int, questions: tuple[Question, ...] = (),
              decoders: int = 1) -> FlowResult:
-    """Index ``uris`` through decode, prompts and ``runner.answer`` (a ``PlmRunner``) in batches of ``batch_size`` rows."""
+    """Index ``uris`` through decode, prompts and ``runner.answer`` in batches of ``batch_size`` rows."""
     from transforms.prompt.building import build_prompt, expand_tasks
 
     start = time.perf_counter()
@@ -113,7 +118,7 @@ def run_flow(uris: list[str], runner: object, loaded: object, *, spec: ClipSpec,
     def infer(batch: list[ClipPrompt]) -> None:
         nonlocal rows, batches, failures, model_s
         began = time.perf_counter()
-        answers = runner.answer(batch, loaded)  # type: ignore[attr-defined]
+        answers = runner.answer(batch, loaded)
         model_s += time.perf_counter() - began
         rows += len(batch)
         batches += 1

@@ -68,7 +68,10 @@ def prefetch_clips(config: DecodeConfig) -> int:
 
 
 def _widen_pipe(fd: int) -> None:
-    """Ask for a 1 MiB pipe buffer (Linux; the default 64 KiB means ~300 wake-ups per clip)."""
+    """Ask for a 1 MiB pipe buffer (Linux; the default 64 KiB means ~300 wake-ups per 19 MB clip).
+
+    Measured with 48 clips: the parent's CPU to receive them 0.19-0.22 s against 0.25-0.38 s without.
+    """
     try:
         import fcntl
 
