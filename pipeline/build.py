@@ -15,10 +15,12 @@ import apache_beam as beam
 
 from index import Accounting, RunRecord, compact, ensure_format, read_run, write_run
 from pipeline.graph import pipeline
+from pipeline.options import workers_run_here
 from schemas.config import PIPELINE_VERSION, BuildConfig
 from schemas.rows import RunContext
 from search.store import sync_after_build
 from tasks import check_task_names
+from transforms.decode.isolated import start_decoders_ahead
 from transforms.discover import check_input
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,10 @@ def run_build(config: BuildConfig, options: beam.options.pipeline_options.Pipeli
         progress_file = os.path.join(tempfile.gettempdir(), f"plm-index-progress-{run.run_id}")
         bar = threading.Thread(target=_progress_bar, args=(progress_file, stop), daemon=True)
         bar.start()
+    if config.decode.isolation == "process" and workers_run_here(options):
+        # The decode process starts while Beam builds the pipeline and loads the models (or one
+        # kept from an earlier build in this process is still running).
+        start_decoders_ahead()
     try:
         p = beam.Pipeline(options=options)
         pipeline(p, config, run, record, config.model.model, progress_file, force)

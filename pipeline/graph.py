@@ -16,8 +16,10 @@ from index.runs import RunRecord
 from model_runner.handler import PlmModelHandler
 from model_runner.stopping import RunawaySettings
 from schemas.config import BuildConfig
+from schemas.records import FlowRecord
 from schemas.rows import RunContext
 from schemas.work import Progress
+from transforms.coders import FlowRecordCoder  # noqa: F401 - registers the coder for FlowRecord
 from transforms.decode import SampleFrames
 from transforms.discover import ReadInputs
 from transforms.embed import embedding_dim, embedding_metadata, model_label
@@ -56,8 +58,10 @@ def pipeline(p: beam.Pipeline, config: BuildConfig, run: RunContext, record: Run
                 | "Inputs" >> ReadInputs(config.input, run)
                 | "Probe" >> beam.ParDo(ProbeVideos(run, done))
                 | "Plan" >> beam.ParDo(PlanClips(config.clips, config.decode.num_frames, run, config.questions))
-                | "Decode" >> beam.ParDo(SampleFrames(config.decode, run))
+                # Declared so that Beam sizes these elements with FlowRecordCoder, not by pickling frames.
+                | "Decode" >> beam.ParDo(SampleFrames(config.decode, run)).with_output_types(FlowRecord)
                 | "Tasks" >> beam.ParDo(ExpandClips(config.tasks, config.model.max_new_tokens, run))
+                .with_output_types(FlowRecord)
                 | "Infer" >> RunInference(handler)
                 | "Parse" >> beam.ParDo(ParseOutcomes(run, progress_file))
                 | "Gather" >> beam.ParDo(GatherVideos(run))

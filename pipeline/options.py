@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from schemas.config import BuildConfig, ClipSpec, DecodeConfig, ModelConfig
 from schemas.manifest import Question
@@ -92,3 +97,16 @@ def beam_options(beam_args: list[str]) -> PipelineOptions:
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "FnApiRunner"
     return options
+
+
+def workers_run_here(options: PipelineOptions) -> bool:
+    """Whether Beam's workers run inside this process: the embedded FnApiRunner, in memory or in threads.
+
+    Then what the launcher starts before the run (a decode process) is there for the workers to take.
+    """
+    runner = options.view_as(StandardOptions).runner
+    environment = (options.view_as(PortableOptions).environment_type or "EMBEDDED").upper()
+    mode = options.view_as(DirectOptions).direct_running_mode
+    return (isinstance(runner, str) and runner.removesuffix("Runner").lower() == "fnapi"
+            and environment == "EMBEDDED"
+            and mode in ("in_memory", "multi_threading"))

@@ -7,9 +7,51 @@ write).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+# Below this many levels ``approx_bytes`` stops looking (records are shallow; this bounds cycles).
+_SIZE_DEPTH = 6
+# What ``approx_bytes`` counts for a value it does not look into (a number, a None).
+_SCALAR_BYTES = 8
+
+
+class FlowRecord:
+    """Base of what flows down the build's fused chain from decode to the model.
+
+    Frames, prompts and the bookkeeping that rides beside them (``schemas.work.Progress``).
+    Beam samples the size of every step's output elements; for these it asks
+    ``transforms.coders.FlowRecordCoder``, which counts ``approx_bytes`` instead of pickling
+    tens of MB of frames to take their length.
+    """
+
+
+def approx_bytes(value: Any, seen: set[int] | None = None, depth: int = 0) -> int:
+    """Roughly how many bytes ``value`` holds, found without serializing it.
+
+    Arrays count their ``nbytes`` (each array once, however many records share it), text its
+    length, and dataclasses, tuples, lists and dicts the sum of what they hold.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(value, np.ndarray):
+        if id(value) in seen:
+            return 0
+        seen.add(id(value))
+        return int(value.nbytes)
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if depth >= _SIZE_DEPTH:
+        return _SCALAR_BYTES
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(approx_bytes(getattr(value, f.name), seen, depth + 1) for f in dataclasses.fields(value))
+    if isinstance(value, (tuple, list)):
+        return sum(approx_bytes(item, seen, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return sum(approx_bytes(k, seen, depth + 1) + approx_bytes(v, seen, depth + 1) for k, v in value.items())
+    return _SCALAR_BYTES
 
 
 @dataclass(frozen=True)
@@ -142,7 +184,7 @@ class VideoClips:
 
 
 @dataclass(frozen=True)
-class ClipFrames:
+class ClipFrames(FlowRecord):
     """The sampled frames of one clip: uint8 RGB, (num_frames, height, width, 3), in order.
 
     ``region_frames`` holds, per region of the clip, the same frames with the region's red
@@ -164,7 +206,7 @@ class ClipFrames:
 
 
 @dataclass(frozen=True)
-class ClipPrompt:
+class ClipPrompt(FlowRecord):
     """A clip's frames with one task prompt: the element RunInference batches."""
 
     clip: ClipPlan

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.records import ClipPlan, VideoSummary
+from schemas.records import ClipPlan, FlowRecord, VideoSummary
 
 
-class Progress:
+class Progress(FlowRecord):
     """Base of the bookkeeping records: a stage passes on any ``Progress`` it does not handle."""
 
 

@@ -81,6 +81,18 @@ def test_errors_and_accounting(fnapi_index) -> None:
     assert sorted((Path(v["uri"]).name, v["num_clips"]) for v in videos) == [("a.mp4", 3), ("b.mkv", 2)]
 
 
+def test_the_build_leaves_only_its_idle_decode_process_running(fnapi_index) -> None:
+    # The build starts one ahead (the embedded runner), its decode stage takes it and gives it back
+    # at teardown for the next build in this process; nothing else may be left running.
+    import multiprocessing
+
+    from transforms.decode.isolated import MAX_IDLE, idle_decoders
+
+    running = {p.pid for p in multiprocessing.active_children() if p.name == "plm-index-decoder"}
+    assert running <= set(idle_decoders())
+    assert len(idle_decoders()) <= MAX_IDLE
+
+
 def test_compacted_files_match_schemas(fnapi_index) -> None:
     output, _ = fnapi_index
     (generation,) = [p.parent for p in Path(output, "compacted").glob("*/_generation.json")]

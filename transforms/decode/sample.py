@@ -13,7 +13,7 @@ from schemas.records import VideoClips
 from schemas.rows import RunContext
 from schemas.work import ClipFailed
 from transforms.decode.backends import decoder_for
-from transforms.decode.isolated import IsolatedDecoder
+from transforms.decode.isolated import IsolatedDecoder, give_back_decoder, take_decoder
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,16 @@ class SampleFrames(beam.DoFn):
 
     def setup(self) -> None:
         if self._config.isolation == "process":
-            self._decoder = IsolatedDecoder()
-            # Start the child at once: its imports then overlap the model loading in other stages.
-            self._decoder.start()
+            # An idle one of this process (started ahead by the build, or left by an earlier
+            # stage), else one started now.
+            self._decoder = take_decoder()
         else:
             self._decoder = decoder_for(self._config)
 
     def teardown(self) -> None:
         if isinstance(self._decoder, IsolatedDecoder):
-            self._decoder.close()
+            give_back_decoder(self._decoder)
+            self._decoder = None
 
     def process(self, video: Any) -> Iterator[Any]:
         if not isinstance(video, VideoClips):

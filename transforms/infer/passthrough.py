@@ -22,6 +22,9 @@ class _SkipPassing:
     def __init__(self, fn: Callable[[Any], Any], passes: Callable[[Any], bool]) -> None:
         self._fn = fn
         self._passes = passes
+        hints = getattr(fn, "_type_hints", None)
+        if hints is not None:  # the types ``fn`` declares (beam.typehints) are this one's too: Beam's Map reads them
+            self._type_hints = hints
 
     def __call__(self, item: Any) -> Any:
         return item if self._passes(item) else self._fn(item)

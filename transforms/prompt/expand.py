@@ -9,7 +9,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from schemas.records import ClipFrames, ClipPrompt
+from schemas.records import ClipFrames, ClipPrompt, FlowRecord
 from schemas.rows import RunContext
 from schemas.work import ClipFailed, ClipOutcome, Progress
 from transforms.prompt.building import ClipTask, build_prompt, expand_tasks
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CountedTask:
+class CountedTask(FlowRecord):
     """One of a clip's tasks, with how many tasks the clip has in all."""
 
     task: ClipTask
@@ -50,6 +50,7 @@ class ExpandClips(beam.DoFn):
             yield CountedTask(task, len(tasks))
 
 
+@beam.typehints.with_output_types(FlowRecord)
 class CountedPrompt:
     """RunInference's preprocess step: a counted task's prompt with its frames (a failure becomes its outcome)."""
 

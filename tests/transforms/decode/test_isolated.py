@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import apache_beam as beam
+import numpy as np
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.config import ClipSpec, DecodeConfig
-from schemas.records import VideoClips, VideoInput
-from transforms.decode import DecodeTimeout, decoder_for
-from transforms.decode.isolated import IsolatedDecoder
+from schemas.records import ClipFrames, VideoClips, VideoInput
+from schemas.rows import RunContext
+from transforms.decode import DecodeTimeout, SampleFrames, decoder_for
+from transforms.decode.isolated import (
+    FrameBuffer,
+    IsolatedDecoder,
+    close_idle_decoders,
+    give_back_decoder,
+    idle_decoders,
+    shared_file,
+    start_decoders_ahead,
+    take_decoder,
+)
 from transforms.plan import plan_clips
 from transforms.probe import probe_video
 
 
-def planned(path: Path) -> VideoClips:
+def planned(path: Path, frames: int = 8) -> VideoClips:
     info = probe_video(VideoInput(str(path)))
-    return VideoClips(info, tuple(plan_clips(info, ClipSpec.parse("fixed:5"), 8)))
+    return VideoClips(info, tuple(plan_clips(info, ClipSpec.parse("fixed:5"), frames)))
 
 
 @pytest.mark.parametrize("prefetch", [0, 1, 2])
@@ -96,3 +111,108 @@ def test_the_decode_process_imports_no_beam_or_torchvision() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "[]"
+
+
+def test_the_frame_buffer_hands_arrays_over_and_grows_for_a_larger_clip() -> None:
+    # The child's and the parent's side, each with its own descriptor of the same shared file.
+    fd = shared_file()
+    writer, reader = FrameBuffer(fd), FrameBuffer(os.dup(fd))
+    rng = np.random.default_rng(0)
+    try:
+        for shape in [(2, 5, 7, 3), (8, 448, 448, 3), (1, 3, 3, 3)]:  # the second needs the file to grow
+            arrays = [rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 256, (3, 13, 1, 3), dtype=np.uint8),
+                      np.zeros((0, 4, 4, 3), np.uint8)]
+            got = reader.read(writer.write(arrays))
+            assert [a.shape for a in got] == [a.shape for a in arrays]
+            assert all(np.array_equal(a, b) for a, b in zip(got, arrays, strict=True))
+            assert all(a.flags.owndata for a in got)  # copies: the next clip may overwrite the file
+        assert os.fstat(fd).st_size >= 8 * 448 * 448 * 3
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_larger_clip_after_smaller_ones_crosses_intact(main_video: Path) -> None:
+    # The child grows the shared file; the parent must map the new size before it reads.
+    decoder = IsolatedDecoder()
+    try:
+        for frames in (4, 16):
+            video, config = planned(main_video, frames), DecodeConfig(num_frames=frames)
+            isolated = list(decoder.decode(video, config))
+            direct = list(decoder_for(config).decode(video, config))
+            assert [c.frames.shape[0] for c in isolated] == [frames] * len(video.clips)
+            assert all(np.array_equal(a.frames, b.frames) for a, b in zip(isolated, direct, strict=True))
+    finally:
+        decoder.close()
+
+
+def test_a_decoder_started_ahead_is_taken_used_and_kept_for_the_next_stage(main_video: Path) -> None:
+    video, config = planned(main_video), DecodeConfig(num_frames=4)
+    direct = list(decoder_for(config).decode(video, config))
+    close_idle_decoders()
+    start_decoders_ahead()
+    [pid] = idle_decoders()
+    taken = take_decoder()
+    assert (taken.pid, idle_decoders()) == (pid, [])
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(taken.decode(video, config), direct, strict=True))
+    give_back_decoder(taken)  # between videos: kept
+    start_decoders_ahead()  # one is already idle: nothing new starts
+    assert idle_decoders() == [pid]
+    again = take_decoder()
+    assert again is taken
+    clips = again.decode(video, config)
+    next(clips)
+    give_back_decoder(again)  # mid-video: it may still be sending clips, so it is stopped, not kept
+    assert (idle_decoders(), again.alive()) == ([], False)
+    clips.close()
+
+
+def test_a_dead_idle_decoder_is_replaced_and_idle_ones_are_closed() -> None:
+    close_idle_decoders()
+    start_decoders_ahead()
+    [pid] = idle_decoders()
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 10
+    while idle_decoders() and time.monotonic() < deadline:  # until the kill has landed
+        time.sleep(0.05)
+    fresh = take_decoder()
+    try:
+        assert fresh.alive() and fresh.pid != pid
+    finally:
+        fresh.close()
+    start_decoders_ahead()
+    assert close_idle_decoders() == 1 and idle_decoders() == []
+
+
+def test_an_idle_decoder_started_in_another_environment_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A later build may point storage elsewhere (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST): the
+    # child inherited the old environment when it started, so it must not serve that build.
+    close_idle_decoders()
+    start_decoders_ahead()
+    [pid] = idle_decoders()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    fresh = take_decoder()
+    try:
+        assert fresh.pid != pid and fresh.started_here()
+        assert idle_decoders() == []  # the stale one was stopped
+    finally:
+        fresh.close()
+
+
+def test_a_decode_stage_set_up_in_this_process_takes_the_idle_decoder(main_video: Path) -> None:
+    # The embedded FnApiRunner sets the stage up in this process, where the build started one ahead.
+    video = planned(main_video)
+    run = RunContext(run_id="r", settings_hash="s", model_id="m", generation="{}", pipeline_version="v",
+                     created_at=dt.datetime.now(dt.UTC))
+    close_idle_decoders()
+    start_decoders_ahead()
+    [pid] = idle_decoders()
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        clips = (p | beam.Create([video]) | beam.ParDo(SampleFrames(DecodeConfig(num_frames=4), run))
+                 | beam.Map(lambda c: c.clip.clip_index if isinstance(c, ClipFrames) else -1))
+        assert_that(clips, equal_to([c.clip_index for c in video.clips]))
+    kept = take_decoder()  # the stage gave it back at teardown
+    try:
+        assert (kept.pid, kept.videos) == (pid, 1)  # the very process started ahead decoded the video
+    finally:
+        kept.close()
