@@ -203,6 +203,17 @@ def _serve(requests: Any, conn: Any, frames_fd: int, free: Any) -> None:
             outbox.put((_ERROR, type(exc).__name__, str(exc)))
 
 
+# Variables that libraries set in this process as they load (scikit-learn and joblib, torch's CUDA
+# start-up), none of which changes how a decode process reads or decodes: a kept process whose
+# start predates them still serves. Any other change of the environment retires it.
+_ENVIRONMENT_SET_BY_LIBRARIES = frozenset({"KMP_INIT_AT_FORK", "CUDA_MODULE_LOADING"})
+
+
+def _surroundings() -> tuple[str, dict[str, str]]:
+    """What a started child inherits and keeps: the working folder and the environment."""
+    return os.getcwd(), {k: v for k, v in os.environ.items() if k not in _ENVIRONMENT_SET_BY_LIBRARIES}
+
+
 class IsolatedDecoder:
     """Runs a backend in a killable child process, with the same ``decode`` interface."""
 
@@ -230,7 +241,7 @@ class IsolatedDecoder:
         that set other credentials or endpoints (``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``)
         or another folder for relative paths.
         """
-        return self._started_in == (os.getcwd(), dict(os.environ))
+        return self._started_in == _surroundings()
 
     @property
     def pid(self) -> int | None:
@@ -257,7 +268,7 @@ class IsolatedDecoder:
                                                     f"{__name__}:_serve", self._requests, child_end,
                                                     SharedFd(self._frames.fd), free_child))
         self._process.start()
-        self._started_in = (os.getcwd(), dict(os.environ))
+        self._started_in = _surroundings()
         self._ready = False
         child_end.close()
         free_child.close()

@@ -199,6 +199,21 @@ def test_an_idle_decoder_started_in_another_environment_is_not_reused(monkeypatc
         fresh.close()
 
 
+def test_a_variable_a_library_sets_while_loading_does_not_retire_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # scikit-learn sets KMP_INIT_AT_FORK when the embedder loads, after the build started its decode
+    # process ahead: that process must still be the one the decode stage takes.
+    monkeypatch.delenv("KMP_INIT_AT_FORK", raising=False)
+    close_idle_decoders()
+    start_decoders_ahead()
+    [pid] = idle_decoders()
+    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")
+    taken = take_decoder()
+    try:
+        assert taken.pid == pid
+    finally:
+        taken.close()
+
+
 def test_a_decode_stage_set_up_in_this_process_takes_the_idle_decoder(main_video: Path) -> None:
     # The embedded FnApiRunner sets the stage up in this process, where the build started one ahead.
     video = planned(main_video)
