@@ -79,7 +79,7 @@ def prefetch_clips(config: DecodeConfig) -> int:
 _ALIGN = 64  # each array starts on a cache line
 
 
-class SharedFd:
+class _SharedFd:
     """A file descriptor that a spawned child inherits: pickled through ``multiprocessing``'s ``DupFd``,
     as a ``Connection`` is, so it reaches the child under the same number. The child receives the int."""
 
@@ -266,7 +266,7 @@ class IsolatedDecoder:
         self._process = self._context.Process(target=run_child, daemon=True, name="plm-index-decoder",
                                               args=(os.getpid(), lifeline_child, main_thread,
                                                     f"{__name__}:_serve", self._requests, child_end,
-                                                    SharedFd(self._frames.fd), free_child))
+                                                    _SharedFd(self._frames.fd), free_child))
         self._process.start()
         self._started_in = _surroundings()
         self._ready = False
@@ -372,6 +372,17 @@ _IDLE_LOCK = threading.Lock()
 MAX_IDLE = 1
 
 
+def _usable_idle() -> list[IsolatedDecoder]:
+    """The idle decode processes that can still serve here; those that died or started elsewhere are stopped."""
+    with _IDLE_LOCK:
+        stale = [d for d in _IDLE if not (d.alive() and d.started_here())]
+        _IDLE[:] = [d for d in _IDLE if d not in stale]
+        usable = list(_IDLE)
+    for decoder in stale:
+        decoder.close()
+    return usable
+
+
 def start_decoders_ahead(count: int = 1) -> None:
     """Make sure ``count`` idle decode processes are running, for decode stages set up later to take.
 
@@ -381,12 +392,7 @@ def start_decoders_ahead(count: int = 1) -> None:
     cores). Where Beam's workers run inside the launching process (the embedded FnApiRunner), the
     build calls this before it builds the pipeline, so the start overlaps Beam's own work.
     """
-    with _IDLE_LOCK:
-        dead = [d for d in _IDLE if not (d.alive() and d.started_here())]
-        _IDLE[:] = [d for d in _IDLE if d not in dead]
-        missing = max(0, count - len(_IDLE))
-    for decoder in dead:
-        decoder.close()
+    missing = max(0, count - len(_usable_idle()))
     for _ in range(missing):
         decoder = IsolatedDecoder()
         decoder.start()
@@ -396,12 +402,11 @@ def start_decoders_ahead(count: int = 1) -> None:
 
 def take_decoder() -> IsolatedDecoder:
     """An idle decode process of this process if one is alive and started here, else one started now."""
+    idle = _usable_idle()
     with _IDLE_LOCK:
-        while _IDLE:
-            decoder = _IDLE.pop()
-            if decoder.alive() and decoder.started_here():
-                return decoder
-            decoder.close()
+        if idle and idle[-1] in _IDLE:
+            _IDLE.remove(idle[-1])
+            return idle[-1]
     decoder = IsolatedDecoder()
     decoder.start()
     return decoder

@@ -184,32 +184,25 @@ def test_a_dead_idle_decoder_is_replaced_and_idle_ones_are_closed() -> None:
     assert close_idle_decoders() == 1 and idle_decoders() == []
 
 
-def test_an_idle_decoder_started_in_another_environment_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A later build may point storage elsewhere (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST): the
-    # child inherited the old environment when it started, so it must not serve that build.
+@pytest.mark.parametrize(("variable", "reused"), [
+    # A later build may point storage elsewhere: the child inherited the old environment when it
+    # started, so it must not serve that build.
+    ("AWS_ENDPOINT_URL", False),
+    # scikit-learn sets this when the embedder loads, after the build started its decode process
+    # ahead: that process must still be the one the decode stage takes.
+    ("KMP_INIT_AT_FORK", True),
+])
+def test_an_idle_decoder_serves_only_the_environment_it_started_in(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                                   reused: bool) -> None:
+    monkeypatch.delenv(variable, raising=False)
     close_idle_decoders()
     start_decoders_ahead()
     [pid] = idle_decoders()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
-    fresh = take_decoder()
-    try:
-        assert fresh.pid != pid and fresh.started_here()
-        assert idle_decoders() == []  # the stale one was stopped
-    finally:
-        fresh.close()
-
-
-def test_a_variable_a_library_sets_while_loading_does_not_retire_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    # scikit-learn sets KMP_INIT_AT_FORK when the embedder loads, after the build started its decode
-    # process ahead: that process must still be the one the decode stage takes.
-    monkeypatch.delenv("KMP_INIT_AT_FORK", raising=False)
-    close_idle_decoders()
-    start_decoders_ahead()
-    [pid] = idle_decoders()
-    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")
+    monkeypatch.setenv(variable, "http://127.0.0.1:1")
     taken = take_decoder()
     try:
-        assert taken.pid == pid
+        assert (taken.pid == pid, taken.started_here()) == (reused, True)
+        assert idle_decoders() == []  # taken, or stopped as stale
     finally:
         taken.close()
 
