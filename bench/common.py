@@ -87,6 +87,43 @@ def skipped(benchmark: str, name: str, why: str) -> Figure:
     return Figure(benchmark=benchmark, name=name, unit="", value=None, note=f"not run: {why}")
 
 
+def _live_tree_cpu_seconds() -> float | None:
+    """User and system CPU of this process and its live descendants, read from ``/proc`` (None elsewhere)."""
+    if not os.path.isdir("/proc/self/task"):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids, total, index = [os.getpid()], 0.0, 0
+    while index < len(pids):
+        pid = pids[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pids.extend(int(child) for child in children.read().split())
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        except (OSError, ValueError):  # the process ended while being read
+            continue
+    return total
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, its live descendants and its reaped children.
+
+    A build decodes in a child process that outlives it, so ``time.process_time`` alone would
+    leave the decoding out; children that ended are counted once reaped (``RUSAGE_CHILDREN``).
+    """
+    import resource
+
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = _live_tree_cpu_seconds()
+    if live is None:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        live = own.ru_utime + own.ru_stime
+    return live + reaped.ru_utime + reaped.ru_stime
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Wall seconds of one call, and its result."""
     start = time.perf_counter()

@@ -81,6 +81,7 @@ def run(ctx: Context) -> list[Figure]:
         baseline_name="1 question alone, s", baseline=Stat.of(alone2), ratio=Stat.of(naive_ratios),
         note=f"{naive_reps} repetitions"))
     figures.append(caption_and_questions_figure(loaded, frames, clip, ctx))
+    figures.append(straddling_figure(loaded, ctx))
     loaded.model.generation_config.min_new_tokens = None
     return figures
 
@@ -96,8 +97,8 @@ def caption_and_questions_figure(loaded: object, frames: np.ndarray, clip: objec
     ``max_new_tokens``), so the work is fixed.
     """
     from model_runner.handler import PlmModelHandler
-    from model_runner.prompts import caption_prompt
     from schemas.records import ClipPrompt
+    from tasks.caption import caption_prompt
 
     loaded.model.generation_config.min_new_tokens = CAPTION_TOKENS
     caption = ClipPrompt(clip=clip, frames=frames, task="caption", prompt=caption_prompt(32),
@@ -122,3 +123,46 @@ def caption_and_questions_figure(loaded: object, frames: np.ndarray, clip: objec
                              "one shared prefix", unit="s", value=Stat.of(cand),
         baseline_name="1 caption alone, s", baseline=Stat.of(base), ratio=Stat.of(ratios),
         note="CPU, tiny PLM, 32x448 px; the handler's run_inference, budgets differ row to row")
+
+
+STRADDLE_CLIPS = 3
+STRADDLE_BATCH = 4
+
+
+def straddling_figure(loaded: object, ctx: Context) -> Figure:
+    """Clips of 1 caption and 4 questions in batches of 4 rows: each clip straddles two batches.
+
+    With the prefix carried to the next batch (the default) each clip is encoded once; without,
+    the clip is encoded again in its second batch (its lone last prompt even runs unshared).
+    Every row runs to its own budget, so the decoding work is the same in both.
+    """
+    from model_runner.handler import PlmModelHandler
+    from schemas.records import ClipPlan, ClipPrompt
+    from tasks.caption import caption_prompt
+
+    loaded.model.generation_config.min_new_tokens = CAPTION_TOKENS
+    rows = []
+    for index in range(STRADDLE_CLIPS):
+        frames = np.random.default_rng(10 + index).integers(0, 256, (32, 448, 448, 3), dtype=np.uint8)
+        clip = ClipPlan(video_id="bench", uri="bench://clip", clip_index=index, start_s=0.0, end_s=30.0,
+                        sample_frame_indices=(), sample_times=(), sample_end_times=())
+        prompts = [(caption_prompt(32), "caption", CAPTION_TOKENS),
+                   *((q, "sgqa", QUESTION_TOKENS) for q in QUESTIONS[1:5])]
+        rows.extend(ClipPrompt(clip=clip, frames=frames, task=task, prompt=prompt, max_new_tokens=budget,
+                               prompts_on_frames=len(prompts)) for prompt, task, budget in prompts)
+    batches = [rows[i:i + STRADDLE_BATCH] for i in range(0, len(rows), STRADDLE_BATCH)]
+
+    def run_all(carry: bool) -> float:
+        handler = PlmModelHandler("unused", device="cpu", max_batch_size=STRADDLE_BATCH, carry_prefix=carry)
+        start = time.perf_counter()
+        for batch in batches:
+            handler.run_inference(batch, loaded)
+        return time.perf_counter() - start
+
+    cand, base, ratios = paired(lambda: run_all(True), lambda: run_all(False), ctx.repeats)
+    return Figure(
+        benchmark=NAME, name=f"{STRADDLE_CLIPS} clips of 1 caption + 4 questions in batches of {STRADDLE_BATCH} rows, "
+                             "a straddling clip's prefix carried to its next batch", unit="s", value=Stat.of(cand),
+        baseline_name="the same, each clip encoded again in its second batch, s", baseline=Stat.of(base),
+        ratio=Stat.of(ratios),
+        note=f"CPU, tiny PLM, 32x448 px; {STRADDLE_CLIPS} clip encodings against {2 * STRADDLE_CLIPS}")

@@ -10,12 +10,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model_runner.loading import LoadedPlm
-from model_runner.runner import RUNAWAY_LISTENERS, PlmRunner, batch_bytes
+from model_runner.runner import CARRIED_LISTENERS, RUNAWAY_LISTENERS, PlmRunner, batch_bytes
 from model_runner.stopping import RunawaySettings
 from schemas.records import ClipPrompt
 
 _RUNAWAY_ROWS = Metrics.counter("PlmModelHandler", "runaway_rows")
 RUNAWAY_LISTENERS.append(_RUNAWAY_ROWS.inc)
+_PREFIXES_CARRIED = Metrics.counter("PlmModelHandler", "prefixes_carried")
+CARRIED_LISTENERS.append(_PREFIXES_CARRIED.inc)
 
 
 class PlmModelHandler(PlmRunner, ModelHandler[ClipPrompt, PredictionResult, LoadedPlm]):
@@ -25,15 +27,15 @@ class PlmModelHandler(PlmRunner, ModelHandler[ClipPrompt, PredictionResult, Load
     (``min_batch_size`` defaults to it). Beam's adaptive batching starts at one row and fits batch
     time as linear in rows: on a GPU a batch of 16 costs about what one row does, and on the tiny
     CPU model it settled at 1-2 rows (31 model calls for 48 clips instead of 12), which also
-    split a clip's caption and questions across batches so they lost their shared prefix.
+    split a clip's caption and questions across many small batches.
     """
 
     def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0,
                  max_batch_size: int = 4, min_batch_size: int | None = None, share_prefix: bool = True,
-                 runaway_guard: RunawaySettings | None = None) -> None:
+                 runaway_guard: RunawaySettings | None = None, carry_prefix: bool = True) -> None:
         ModelHandler.__init__(self)
         PlmRunner.__init__(self, model, device=device, torch_threads=torch_threads, share_prefix=share_prefix,
-                           runaway_guard=runaway_guard)
+                           runaway_guard=runaway_guard, carry_prefix=carry_prefix)
         fixed = max_batch_size if min_batch_size is None else min_batch_size
         self._batch = {"min_batch_size": fixed, "max_batch_size": max_batch_size}
 

@@ -15,6 +15,11 @@ has when its prompt runs alone (prefix ``0..P-1``, suffix ``P..``), and every de
 after it as well. Greedy decoding, stopping and logits processing are ``generate``'s own, so
 the answers equal, token for token, those of each prompt run alone (checked by
 ``tests/model_runner/test_prefix_sharing.py``).
+
+Across batches. A batch ends where it is full, so a clip's prompts can straddle two batches.
+``PrefixCarry`` keeps the prefilled prefix (one KV-cache row) of a clip whose prompts are not all
+answered yet, and the next batch continues from it instead of encoding the clip again. The
+prefix ends right after the video tokens, so it is the same token for token in every batch.
 """
 
 from __future__ import annotations
@@ -73,11 +78,12 @@ def group_by_clip(items: Sequence[ClipPrompt]) -> list[int]:
 class SharedBatch:
     """Inputs for one shared-prefix generation, built on the host."""
 
-    prefix_ids: torch.Tensor  # (num_clips, P): the same tokens for every clip
+    prefix_ids: torch.Tensor  # (num_clips, P): the same tokens for every clip, ending with the video tokens
     pixel_values_videos: torch.Tensor  # (num_clips, frames, 3, H, W)
     clip_of: torch.Tensor  # (num_prompts,): the clip row each prompt continues from
     input_ids: torch.Tensor  # (num_prompts, P + S): prefix | left padding | suffix
     attention_mask: torch.Tensor  # (num_prompts, P + S): 0 on the padding only
+    firsts: tuple[int, ...] = ()  # per clip row, the position of its first prompt in the items
 
 
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -127,9 +133,13 @@ def prepare(items: Sequence[ClipPrompt], model: LoadedPlm) -> SharedBatch:
         mask = reference["attention_mask"][row].bool()
         if reference["input_ids"][row][mask].tolist() != ids[first]:
             raise PrefixMismatch("token ids differ from the processor's; cannot share the prefix")
-    prefix_len = common_prefix_length(ids)
-    if any(video_id in row[prefix_len:] for row in ids):
+    # The shared prefix ends right after the video tokens: the same tokens in every batch (text the
+    # prompts happen to share after them goes with each suffix), so a prefix carried from one batch
+    # to the next (PrefixCarry) fits the next batch's layout.
+    video_end = len(ids[0]) - ids[0][::-1].index(video_id) if video_id in ids[0] else 0
+    if common_prefix_length(ids) < video_end or any(video_id in row[video_end:] for row in ids):
         raise PrefixMismatch("the video tokens are not all in the shared prefix")
+    prefix_len = video_end
     suffixes = [row[prefix_len:] for row in ids]
     width = max(len(s) for s in suffixes)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -142,19 +152,102 @@ def prepare(items: Sequence[ClipPrompt], model: LoadedPlm) -> SharedBatch:
         clip_of=torch.tensor(clip_of, dtype=torch.long),
         input_ids=torch.tensor(rows, dtype=torch.long),
         attention_mask=torch.tensor(masks, dtype=torch.long),
+        firsts=tuple(firsts),
     )
 
 
-def prefill_prefix(batch: SharedBatch, model: LoadedPlm) -> DynamicCache:
-    """Encode each distinct clip once and prefill its prefix; one cache row per clip."""
+def prefill_prefix(batch: SharedBatch, model: LoadedPlm, clips: Sequence[int] | None = None) -> DynamicCache:
+    """Encode each distinct clip once and prefill its prefix; one cache row per clip (``clips``: only those)."""
     plm = model.model
     cache = DynamicCache(config=plm.config.get_text_config())
-    pixels = batch.pixel_values_videos.to(model.device, dtype=plm.dtype)
+    chosen = list(range(batch.prefix_ids.shape[0])) if clips is None else list(clips)
+    pixels = batch.pixel_values_videos[chosen].to(model.device, dtype=plm.dtype)
     with torch.inference_mode():
         # logits_to_keep=1: the prefix's logits are never used (its last token is not the prompt's last).
-        plm(input_ids=batch.prefix_ids.to(model.device), pixel_values_videos=pixels, past_key_values=cache,
+        plm(input_ids=batch.prefix_ids[chosen].to(model.device), pixel_values_videos=pixels, past_key_values=cache,
             use_cache=True, logits_to_keep=1)
     return cache
+
+
+def cache_rows(sources: Sequence[tuple[DynamicCache, int]], model: LoadedPlm) -> DynamicCache:
+    """A cache whose row ``i`` is row ``sources[i][1]`` of cache ``sources[i][0]`` (all of one length)."""
+    out = DynamicCache(config=model.model.config.get_text_config())
+    with torch.inference_mode():
+        for layer in range(len(sources[0][0].layers)):
+            keys = torch.cat([cache.layers[layer].keys[row:row + 1] for cache, row in sources])
+            values = torch.cat([cache.layers[layer].values[row:row + 1] for cache, row in sources])
+            out.update(keys, values, layer)
+    return out
+
+
+@dataclass
+class _HeldPrefix:
+    """One clip's prefilled prefix, kept for the rest of its prompts."""
+
+    key: tuple
+    frames: np.ndarray
+    prefix: list[int]
+    cache: DynamicCache  # one row
+    answered: int  # the clip's prompts answered so far
+    model: LoadedPlm
+
+
+class PrefixCarry:
+    """Keeps the prefix of a clip whose prompts straddle two batches, for the next batch.
+
+    A batch ends where it is full (``--batch-size`` rows), so a clip with a caption and questions
+    can have its first prompts in one batch and the rest in the next. Without this the clip went
+    through the vision tower and the prefill again. The runner calls ``begin_batch`` and
+    ``end_batch`` around each batch; a held prefix the next batch does not continue is dropped,
+    so at most one clip's prefix (one KV-cache row) is held between batches.
+    """
+
+    def __init__(self) -> None:
+        self._held: _HeldPrefix | None = None
+        self._used = False
+        self.continued = 0  # how many times a batch continued a clip from its held prefix
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled runner (Beam ships its handler to the workers) carries no tensors or model.
+        return {"_held": None, "_used": False, "continued": 0}
+
+    @property
+    def holding(self) -> bool:
+        """Whether a clip's prefix is held now."""
+        return self._held is not None
+
+    def holds(self, item: ClipPrompt) -> bool:
+        """Whether ``item``'s clip is the one held (its earlier prompts went in an earlier batch)."""
+        held = self._held
+        return held is not None and held.key == clip_key(item) and (
+            held.frames is item.frames or np.array_equal(held.frames, item.frames))
+
+    def begin_batch(self) -> None:
+        """A new batch starts."""
+        self._used = False
+
+    def end_batch(self) -> None:
+        """The batch is done: drop a held prefix it neither used nor kept."""
+        if not self._used:
+            self._held = None
+
+    def take(self, item: ClipPrompt, prefix: list[int], model: LoadedPlm) -> tuple[DynamicCache, int] | None:
+        """The held prefix row and prompts answered so far, if it is ``item``'s clip under this model and prefix."""
+        held = self._held
+        if held is None or held.model is not model or held.prefix != prefix or not self.holds(item):
+            return None
+        self._used = True
+        self.continued += 1
+        return held.cache, held.answered
+
+    def keep(self, item: ClipPrompt, prefix: list[int], row: DynamicCache, answered: int, model: LoadedPlm) -> None:
+        """Hold ``row``, the prefix of ``item``'s clip (``answered`` of its prompts done), for the next batch."""
+        self._held = _HeldPrefix(clip_key(item), item.frames, prefix, row, answered, model)
+        self._used = True
+
+    def drop(self) -> None:
+        """Hold nothing (the held clip is finished)."""
+        self._held = None
 
 
 def cut_at_eos(tokens: Sequence[int], eos_ids: set[int]) -> list[int]:
@@ -175,18 +268,64 @@ def eos_ids_of(model: LoadedPlm) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos])
 
 
+def _prefixes(batch: SharedBatch, items: Sequence[ClipPrompt], model: LoadedPlm,
+              carry: PrefixCarry | None) -> tuple[DynamicCache, Callable[[], None]]:
+    """One prefilled prefix row per distinct clip: the carried one where it fits, the others prefilled now.
+
+    Also returns what to call once the batch's answers are in: with ``carry``, it leaves there the
+    prefix of a clip that still has prompts to come (and drops a held one that is finished).
+    """
+    prefix = batch.prefix_ids[0].tolist()
+    reused, carried = -1, None
+    if carry is not None and carry.holding:
+        for clip, first in enumerate(batch.firsts):
+            carried = carry.take(items[first], prefix, model)
+            if carried is not None:
+                reused = clip
+                break
+    fresh_clips = [clip for clip in range(len(batch.firsts)) if clip != reused]
+    fresh = prefill_prefix(batch, model, fresh_clips) if fresh_clips else None
+    if carried is None:
+        cache = fresh
+    else:
+        rows = {clip: (fresh, index) for index, clip in enumerate(fresh_clips)}
+        rows[reused] = (carried[0], 0)
+        cache = cache_rows([rows[clip] for clip in range(len(batch.firsts))], model)
+    if carry is None:
+        return cache, lambda: None
+    return cache, _unfinished_keeper(batch, items, model, carry, cache, reused, carried[1] if carried else 0)
+
+
+def _unfinished_keeper(batch: SharedBatch, items: Sequence[ClipPrompt], model: LoadedPlm, carry: PrefixCarry,
+                       cache: DynamicCache, reused: int, answered_before: int) -> Callable[[], None]:
+    """What holds the prefix of the batch's last clip with prompts still to come (taken now, before
+    generation changes the cache), or drops a held clip this batch finished."""
+    clip_of = batch.clip_of.tolist()
+    counts = [clip_of.count(clip) for clip in range(len(batch.firsts))]
+    for position in range(len(items) - 1, -1, -1):
+        clip = clip_of[position]
+        answered = counts[clip] + (answered_before if clip == reused else 0)
+        if answered < items[position].prompts_on_frames:
+            row = cache_rows([(cache, clip)], model)
+            item, prefix = items[position], batch.prefix_ids[clip].tolist()
+            return lambda: carry.keep(item, prefix, row, answered, model)
+    return carry.drop if reused >= 0 else (lambda: None)
+
+
 def run_shared(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
                stopping: Callable[[int], list[StoppingCriteria]] | None = None,
-               **generate_kwargs: Any) -> tuple[Any, int]:
+               carry: PrefixCarry | None = None, **generate_kwargs: Any) -> tuple[Any, int]:
     """Generate greedily for prompts about one or a few clips, sharing each clip's prefix.
 
     Every prompt must have frames of one shape. Prompts about the same clip share its vision
     encoding and prefix prefill; all prompts then decode in one batch. ``stopping(width)``, if
     given, returns stopping criteria for prompts ``width`` tokens wide (per-row budgets, the
-    runaway guard). Returns ``generate``'s output and the width of the prompt part of its sequences.
+    runaway guard). With ``carry``, a clip whose earlier prompts ran in the previous batch continues
+    from its held prefix, and a clip with prompts still to come leaves its prefix there.
+    Returns ``generate``'s output and the width of the prompt part of its sequences.
     """
     batch = prepare(items, model)
-    cache = prefill_prefix(batch, model)
+    cache, after = _prefixes(batch, items, model, carry)
     # One copy of the clip's prefix cache per prompt (an indexed copy along the batch dimension).
     cache.batch_select_indices(batch.clip_of.to(model.device))
     input_ids = batch.input_ids.to(model.device)
@@ -197,23 +336,27 @@ def run_shared(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: in
         output = model.model.generate(input_ids=input_ids, attention_mask=batch.attention_mask.to(model.device),
                                       past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
                                       **generate_kwargs)
+    after()
     return output, input_ids.shape[1]
 
 
 def generate_shared_tokens(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                           runaway: RunawaySettings | None = None) -> list[list[int]]:
+                           runaway: RunawaySettings | None = None,
+                           carry: PrefixCarry | None = None) -> list[list[int]]:
     """Each prompt's greedy answer as new token ids, cut after the first end-of-sequence token.
 
     Prompts may have different ``max_new_tokens`` (a caption and short questions about one clip):
     they still share the clip's prefix, the batch runs to the largest budget (at most
-    ``max_new_tokens``) and each row is cut at its own. ``runaway`` turns the loop guard on.
+    ``max_new_tokens``) and each row is cut at its own. ``runaway`` turns the loop guard on;
+    ``carry`` carries a straddling clip's prefix between batches (``run_shared``).
     """
-    tokens, _ = generate_shared_rows(items, model, max_new_tokens, runaway)
+    tokens, _ = generate_shared_rows(items, model, max_new_tokens, runaway, carry)
     return tokens
 
 
 def generate_shared_rows(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                         runaway: RunawaySettings | None = None) -> tuple[list[list[int]], list[int]]:
+                         runaway: RunawaySettings | None = None,
+                         carry: PrefixCarry | None = None) -> tuple[list[list[int]], list[int]]:
     """Like ``generate_shared_tokens``, also returning the rows the runaway guard ended."""
     budgets = [min(item.max_new_tokens, max_new_tokens) for item in items]
     longest = max(budgets)
@@ -223,5 +366,5 @@ def generate_shared_rows(items: Sequence[ClipPrompt], model: LoadedPlm, max_new_
         criteria.extend(criteria_for(width, budgets, longest, runaway))
         return list(criteria)
 
-    output, width = run_shared(items, model, longest, stopping)
+    output, width = run_shared(items, model, longest, stopping, carry)
     return cut_rows(output[:, width:].tolist(), criteria, eos_ids_of(model))

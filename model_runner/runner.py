@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from model_runner.loading import LoadedPlm, load_plm
-from model_runner.prefix import PrefixMismatch, eos_ids_of, generate_shared_rows, group_by_clip
+from model_runner.prefix import PrefixCarry, PrefixMismatch, eos_ids_of, generate_shared_rows, group_by_clip
 from model_runner.prompts import video_conversation
 from model_runner.stopping import RunawaySettings, StoppingCriteriaList, criteria_for, cut_rows
 from schemas.records import ClipPrompt, InferenceFailure
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Called with the number of rows the runaway guard ended (the Beam handler counts them as a metric).
 RUNAWAY_LISTENERS: list[Callable[[int], None]] = []
+#: Called with the number of clips a batch continued from a prefix carried from the batch before.
+CARRIED_LISTENERS: list[Callable[[int], None]] = []
 
 
 def note_runaway(items: Sequence[ClipPrompt], rows: Sequence[int]) -> None:
@@ -60,17 +62,21 @@ class PlmRunner:
     Several prompts in a batch about the same clip (the same frames, e.g. a caption and
     questions) share the clip's vision encoding and prefix prefill (``model_runner.prefix``)
     when ``share_prefix`` is on, whatever their ``max_new_tokens``; their answers are the same
-    as when each runs alone. ``runaway_guard`` (on in ``build``, never in ``eval``) ends a row
+    as when each runs alone. A clip whose prompts straddle two consecutive batches is encoded once
+    too: its prefix is carried to the next batch (``model_runner.prefix.PrefixCarry``), as the
+    prompts' ``prompts_on_frames`` say more are to come. ``runaway_guard`` (on in ``build``, never in ``eval``) ends a row
     whose output loops (``model_runner.stopping.RunawayGuard``); it changes no output that does not.
     """
 
     def __init__(self, model: str, *, device: str = "auto", torch_threads: int = 0, share_prefix: bool = True,
-                 runaway_guard: RunawaySettings | None = None) -> None:
+                 runaway_guard: RunawaySettings | None = None, carry_prefix: bool = True) -> None:
         self._model = model
         self._share_prefix = share_prefix
         self._runaway = runaway_guard
         self._device = device
         self._torch_threads = torch_threads
+        # carry_prefix=False only measures what carrying saves (bench/prefix_sharing.py).
+        self._carry = PrefixCarry() if share_prefix and carry_prefix else None
 
     def load(self) -> LoadedPlm:
         """Load the checkpoint (a folder or a hub id) onto the device."""
@@ -86,29 +92,44 @@ class PlmRunner:
         for position, item in enumerate(batch):
             groups[item.frames.shape].append(position)
         texts: dict[int, str | InferenceFailure] = {}
-        for positions in groups.values():
-            for chosen, shared in self._split_shared(batch, positions):
-                items = [batch[p] for p in chosen]
-                for p, text in zip(chosen, self._generate_split(items, model, 1, shared), strict=True):
-                    texts[p] = text
+        continued = self._carry.continued if self._carry is not None else 0
+        if self._carry is not None:
+            self._carry.begin_batch()
+        try:
+            for positions in groups.values():
+                for chosen, shared in self._split_shared(batch, positions):
+                    items = [batch[p] for p in chosen]
+                    for p, text in zip(chosen, self._generate_split(items, model, 1, shared), strict=True):
+                        texts[p] = text
+        finally:
+            if self._carry is not None:
+                self._carry.end_batch()
+                if self._carry.continued > continued:
+                    for listener in CARRIED_LISTENERS:
+                        listener(self._carry.continued - continued)
         return [texts[p] for p in range(len(batch))]
 
     def _split_shared(self, batch: Sequence[ClipPrompt], positions: list[int]) -> list[tuple[list[int], bool]]:
-        """Positions whose clip has several prompts here (shared prefix), and the others."""
-        if not self._share_prefix or len(positions) < 2:
+        """Positions whose clip shares a prefix (several prompts here, or others in a batch before or after), and the rest."""
+        if not self._share_prefix:
             return [(positions, False)]
         clip_of = group_by_clip([batch[p] for p in positions])
         sizes = Counter(clip_of)
-        shared = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] > 1]
-        alone = [p for p, c in zip(positions, clip_of, strict=True) if sizes[c] == 1]
+        sharing = {c for p, c in zip(positions, clip_of, strict=True)
+                   if sizes[c] > 1 or batch[p].prompts_on_frames > sizes[c]}
+        shared = [p for p, c in zip(positions, clip_of, strict=True) if c in sharing]
+        alone = [p for p, c in zip(positions, clip_of, strict=True) if c not in sharing]
         return [(chosen, flag) for chosen, flag in ((shared, True), (alone, False)) if chosen]
 
     def _generate(self, items: list[ClipPrompt], model: LoadedPlm, shared: bool) -> list[str]:
         max_new_tokens = max(item.max_new_tokens for item in items)
-        # The guard travels as a keyword only when on, so subclasses overriding generate keep working.
+        # The guard and the carry travel as keywords only when in use, so subclasses overriding generate keep working.
         guard = {"runaway": self._runaway} if self._runaway is not None else {}
         if shared:
-            return self.generate_shared(items, model, max_new_tokens, **guard)
+            carrying = self._carry is not None and (
+                self._carry.holding or any(item.prompts_on_frames > 1 for item in items))
+            carry = {"carry": self._carry} if carrying else {}
+            return self.generate_shared(items, model, max_new_tokens, **guard, **carry)
         return self.generate(items, model, max_new_tokens, **guard)
 
     def _generate_split(self, items: list[ClipPrompt], model: LoadedPlm, attempt: int,
@@ -169,8 +190,8 @@ class PlmRunner:
 
     @staticmethod
     def generate_shared(items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
-                        runaway: RunawaySettings | None = None) -> list[str]:
-        """Like ``generate``, encoding and prefilling each distinct clip's shared prefix once."""
-        tokens, runaway_rows = generate_shared_rows(items, model, max_new_tokens, runaway)
+                        runaway: RunawaySettings | None = None, carry: PrefixCarry | None = None) -> list[str]:
+        """Like ``generate``, encoding and prefilling each distinct clip's shared prefix once (``carry``: across batches)."""
+        tokens, runaway_rows = generate_shared_rows(items, model, max_new_tokens, runaway, carry)
         note_runaway(items, runaway_rows)
         return [text.strip() for text in model.processor.batch_decode(tokens, skip_special_tokens=True)]

@@ -218,6 +218,9 @@ class ClipPrompt(FlowRecord):
     question_index: int | None = None
     # How many prompts the clip was expanded into: the clip is finished once that many outcomes arrive.
     prompts_in_clip: int = 1
+    # How many of them look at these very frames (the clip's, or one region's): while some are still
+    # to come, the model runner keeps the frames' prefilled prefix for the next batch.
+    prompts_on_frames: int = 1
 
 
 @dataclass(frozen=True)

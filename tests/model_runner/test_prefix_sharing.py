@@ -12,6 +12,7 @@ import torch
 from model_runner.handler import PlmModelHandler
 from model_runner.loading import LoadedPlm
 from model_runner.prefix import (
+    PrefixCarry,
     common_prefix_length,
     cut_at_eos,
     eos_ids_of,
@@ -181,11 +182,12 @@ class CountingHandler(PlmModelHandler):
         self.plain.append([item.prompt for item in items])
         return PlmModelHandler.generate(items, model, max_new_tokens)
 
-    def generate_shared(self, items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int) -> list[str]:
+    def generate_shared(self, items: list[ClipPrompt], model: LoadedPlm, max_new_tokens: int,
+                        **kwargs: Any) -> list[str]:
         self.shared.append([item.prompt for item in items])
         if any("[fault]" in item.prompt for item in items):
             raise RuntimeError(f"injected fault in a shared batch of {len(items)}")
-        return PlmModelHandler.generate_shared(items, model, max_new_tokens)
+        return PlmModelHandler.generate_shared(items, model, max_new_tokens, **kwargs)
 
 
 def mixed_batch() -> list[ClipPrompt]:
@@ -253,3 +255,90 @@ def test_a_caption_and_questions_with_other_budgets_share_one_prefix(loaded: Loa
     # The handler's plain path cuts rows at their own budgets in one batch too.
     texts = PlmModelHandler.generate(items, loaded, max(budgets))
     assert texts == [PlmModelHandler.generate([item], loaded, item.max_new_tokens)[0] for item in items]
+
+
+def on_frames(items: list[ClipPrompt]) -> list[ClipPrompt]:
+    """The prompts, each saying how many prompts its clip has in all (as ``expand_tasks`` marks them)."""
+    return [replace(item, prompts_on_frames=len(items)) for item in items]
+
+
+def frames_through_vision(loaded: LoadedPlm, run: Any) -> tuple[Any, int]:
+    """``run()``'s result and how many frames went through the vision tower meanwhile."""
+    frames: list[int] = []
+    hook = loaded.model.model.vision_tower.register_forward_hook(lambda _m, args, _o: frames.append(args[0].shape[0]))
+    try:
+        return run(), sum(frames)
+    finally:
+        hook.remove()
+
+
+def test_a_clip_straddling_batches_is_encoded_once_with_the_same_answers(tiny_dir: str, loaded: LoadedPlm) -> None:
+    """A's five prompts and B's three, in batches of four rows: A's fifth continues from A's carried prefix."""
+    a = on_frames(prompts_about(frames_of(4, 8), QUESTIONS[:5], plan("file:///a.mp4")))
+    b = on_frames(prompts_about(frames_of(4, 9), QUESTIONS[5:], plan("file:///b.mp4")))
+    c = on_frames(prompts_about(frames_of(4, 10), QUESTIONS, plan("file:///c.mp4")))  # 8 prompts
+    batches = [a[:4], [a[4], *b], c[:3] + [QUESTION_ALONE], c[3:7], c[7:]]
+    reference = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4, share_prefix=False)
+    expected = [[r.inference for r in reference.run_inference(batch, loaded)] for batch in batches]
+    handler = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4)
+    seen = []
+    for batch, want in zip(batches, expected, strict=True):
+        results, frames = frames_through_vision(loaded, lambda batch=batch: handler.run_inference(batch, loaded))
+        assert [r.inference for r in results] == want
+        seen.append(frames)
+    # Each clip's four frames go through the vision tower once: A in the first batch only, B in the
+    # second, C (over three batches) in the third, with the lone question's clip.
+    assert seen == [4, 4, 8, 0, 0]
+
+
+def test_a_carried_prefix_gives_each_prompt_its_logits_alone(loaded: LoadedPlm) -> None:
+    """Token for token and logit for logit, a clip continued from its carried prefix equals each prompt alone."""
+    a = on_frames(prompts_about(frames_of(4, 15), QUESTIONS[:5], plan("file:///a.mp4")))
+    b = on_frames(prompts_about(frames_of(4, 16), QUESTIONS[5:], plan("file:///b.mp4")))
+    carry = PrefixCarry()
+    eos = eos_ids_of(loaded)
+    for batch in (a[:4], [a[4], *b]):
+        out, width = run_shared(batch, loaded, MAX_NEW_TOKENS, carry=carry, output_logits=True,
+                                return_dict_in_generate=True)
+        for row, item in enumerate(batch):
+            tokens, logits = alone(item, loaded)
+            assert cut_at_eos(out.sequences[row, width:].tolist(), eos) == tokens
+            for step, step_logits in enumerate(logits):
+                torch.testing.assert_close(out.logits[step][row], step_logits, rtol=0, atol=1e-5)
+    assert not carry.holding  # both clips are finished
+    # Teeth: A's last question on B's frames gives other logits, by far more than the tolerance, so a
+    # row continuing from the wrong clip's prefix could not pass.
+    _, on_a = alone(a[4], loaded)
+    _, on_b = alone(replace(a[4], frames=b[0].frames), loaded)
+    assert (on_a[0] - on_b[0]).abs().max() > 1e-4
+
+
+QUESTION_ALONE = ClipPrompt(clip=plan("file:///d.mp4"), frames=frames_of(4, 11), task="sgqa", prompt=QUESTIONS[2],
+                            max_new_tokens=MAX_NEW_TOKENS)
+
+
+def test_a_held_prefix_the_next_batch_does_not_continue_is_dropped(tiny_dir: str, loaded: LoadedPlm) -> None:
+    """Batches out of order (another bundle took the rest): the clip is encoded again, answers unchanged."""
+    a = on_frames(prompts_about(frames_of(4, 12), QUESTIONS[:5], plan("file:///a.mp4")))
+    other = on_frames(prompts_about(frames_of(4, 13), QUESTIONS[5:7], plan("file:///e.mp4")))
+    batches = [a[:4], other, [a[4]]]
+    reference = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4, share_prefix=False)
+    handler = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4)
+    seen = []
+    for batch in batches:
+        results, frames = frames_through_vision(loaded, lambda batch=batch: handler.run_inference(batch, loaded))
+        assert [r.inference for r in results] == [r.inference for r in reference.run_inference(batch, loaded)]
+        seen.append(frames)
+    assert seen == [4, 4, 4]
+
+
+def test_a_pickled_runner_carries_no_prefix(tiny_dir: str, loaded: LoadedPlm) -> None:
+    import pickle
+
+    handler = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4)
+    a = on_frames(prompts_about(frames_of(4, 14), QUESTIONS[:5], plan("file:///a.mp4")))
+    handler.run_inference(a[:4], loaded)
+    copy = pickle.loads(pickle.dumps(handler))
+    # The copy encodes A again; the original continues from its held prefix.
+    assert frames_through_vision(loaded, lambda: copy.run_inference(a[4:], loaded))[1] == 4
+    assert frames_through_vision(loaded, lambda: handler.run_inference(a[4:], loaded))[1] == 0

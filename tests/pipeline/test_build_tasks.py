@@ -143,3 +143,50 @@ def test_cli_question_applies_to_every_clip(black_video: str) -> None:
     assert [p.prompt for p in prompts] == [
         "Question: Is it dark?\nOptions:\n(A) yes\n(B) no\nOnly give the best option.{answer}"] * 2
     assert all(p.max_new_tokens == 16 for p in prompts)
+
+
+def test_each_prompt_counts_the_prompts_on_its_frames(black_video: str, manifest: Path) -> None:
+    """The model runner carries a clip's prefix to the next batch while prompts on the same frames are to come."""
+    info, clips = clip_with_annotations(black_video, manifest)
+    decoded = next(iter(decoder_for(DecodeConfig()).decode(VideoClips(info, tuple(clips)), DecodeConfig())))
+    tasks = ("caption", "fgqa", "sgqa", "rcap", "rtloc", "rdcap")
+    prompts = [build_prompt(t) for t in expand_tasks(decoded, tasks, 8)]
+    on_frames = {(p.region_id, p.task, p.question_index): p.prompts_on_frames for p in prompts}
+    # The plain frames: a caption and the two questions (one fgqa, one sgqa); the cup: rcap, rtloc,
+    # rdcap; the hand (no caption to localise): rcap and rdcap.
+    assert sorted(on_frames.values()) == [2, 2, 3, 3, 3, 3, 3, 3]
+    assert {k[0]: v for k, v in on_frames.items()} == {None: 3, "cup": 3, "hand": 2}
+
+
+def test_a_clip_straddling_batches_keeps_its_prefix_in_the_build(tmp_path: Path, black_video: str,
+                                                                tiny_model: str) -> None:
+    """A caption and two questions per clip in batches of two rows: every clip straddles two batches.
+
+    The build continues each from its carried prefix (counted as the ``prefixes_carried`` metric)
+    and indexes the same answers as batches of three, where no clip straddles.
+    """
+    from model_runner.runner import CARRIED_LISTENERS
+
+    questions = (Question(question="Is it dark?", options=["yes", "no"]),
+                 Question(question="What moves?", options=["a cup", "nothing"]))
+
+    def answers(batch_size: int) -> tuple[list[tuple], int]:
+        carried: list[int] = []
+        CARRIED_LISTENERS.append(carried.append)
+        try:
+            output = tmp_path / f"idx{batch_size}"
+            config = BuildConfig(input=black_video, output=str(output), clips=ClipSpec.parse("fixed:2"),
+                                 model=ModelConfig(model=tiny_model, max_new_tokens=8, torch_threads=2,
+                                                   batch_size=batch_size),
+                                 tasks=("caption", "fgqa"), questions=questions)
+            summary = run_build(config, beam_options([]))
+        finally:
+            CARRIED_LISTENERS.remove(carried.append)
+        assert (summary.indexed, summary.failed) == (1, 0)
+        rows = read_current(str(output), "segments").to_pylist()
+        return sorted((r["clip_index"], r["task"], r["prompt"], r["raw_output"]) for r in rows), sum(carried)
+
+    straddling, carried = answers(2)
+    aligned, carried_aligned = answers(3)
+    assert len(straddling) == 6 and straddling == aligned
+    assert (carried, carried_aligned) == (2, 0)

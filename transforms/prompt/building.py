@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,22 +21,28 @@ class ClipTask:
     max_new_tokens: int
     region_id: str | None = None
     question_index: int | None = None
+    # How many of the clip's tasks look at the same frames as this one (the clip's, or its region's).
+    prompts_on_frames: int = 1
 
 
 def expand_tasks(clip_frames: ClipFrames, tasks: tuple[str, ...], caption_max_new_tokens: int) -> Iterator[ClipTask]:
     """One ClipTask per task asked for, and per target the task finds in the clip (question or region).
 
     Which targets a task has, and its token budget, come from the task itself (``tasks/``).
+    Each task also says how many of them look at its frames (``prompts_on_frames``).
     """
     clip = clip_frames.clip
+    found = []
     for name in tasks:
         if clip.tasks and name not in clip.tasks:
             continue
         task = get_task(name)
         budget = task.budget(caption_max_new_tokens)
-        for target in task.targets(clip):
-            yield ClipTask(clip_frames, name, budget, region_id=target.region_id,
-                           question_index=target.question_index)
+        found.extend(ClipTask(clip_frames, name, budget, region_id=target.region_id,
+                              question_index=target.question_index) for target in task.targets(clip))
+    on_frames = Counter(item.region_id for item in found)
+    for item in found:
+        yield replace(item, prompts_on_frames=on_frames[item.region_id])
 
 
 def task_prompt(item: ClipTask) -> str:
@@ -51,4 +58,4 @@ def build_prompt(item: ClipTask) -> ClipPrompt:
         raise ValueError(f"frames must be uint8 (n, h, w, 3), got {frames.dtype} {frames.shape}")
     return ClipPrompt(clip=item.clip_frames.clip, frames=frames, task=item.task, prompt=task_prompt(item),
                       max_new_tokens=item.max_new_tokens, region_id=item.region_id,
-                      question_index=item.question_index)
+                      question_index=item.question_index, prompts_on_frames=item.prompts_on_frames)
