@@ -160,12 +160,13 @@ def prefill_prefix(batch: SharedBatch, model: LoadedPlm, clips: Sequence[int] | 
     """Encode each distinct clip once and prefill its prefix; one cache row per clip (``clips``: only those)."""
     plm = model.model
     cache = DynamicCache(config=plm.config.get_text_config())
-    chosen = list(range(batch.prefix_ids.shape[0])) if clips is None else list(clips)
-    pixels = batch.pixel_values_videos[chosen].to(model.device, dtype=plm.dtype)
+    pixels, prefix_ids = batch.pixel_values_videos, batch.prefix_ids
+    if clips is not None and list(clips) != list(range(prefix_ids.shape[0])):  # a subset: index (copies) only then
+        pixels, prefix_ids = pixels[list(clips)], prefix_ids[list(clips)]
     with torch.inference_mode():
         # logits_to_keep=1: the prefix's logits are never used (its last token is not the prompt's last).
-        plm(input_ids=batch.prefix_ids[chosen].to(model.device), pixel_values_videos=pixels, past_key_values=cache,
-            use_cache=True, logits_to_keep=1)
+        plm(input_ids=prefix_ids.to(model.device), pixel_values_videos=pixels.to(model.device, dtype=plm.dtype),
+            past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache
 
 

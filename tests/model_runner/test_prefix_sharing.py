@@ -337,8 +337,11 @@ def test_a_pickled_runner_carries_no_prefix(tiny_dir: str, loaded: LoadedPlm) ->
 
     handler = PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4)
     a = on_frames(prompts_about(frames_of(4, 14), QUESTIONS[:5], plan("file:///a.mp4")))
+    unused = len(pickle.dumps(PlmModelHandler(tiny_dir, device="cpu", max_batch_size=4)))
     handler.run_inference(a[:4], loaded)
-    copy = pickle.loads(pickle.dumps(handler))
+    pickled = pickle.dumps(handler)
+    assert len(pickled) == unused  # no cache row, model or frames in it
+    copy = pickle.loads(pickled)
     # The copy encodes A again; the original continues from its held prefix.
     assert frames_through_vision(loaded, lambda: copy.run_inference(a[4:], loaded))[1] == 4
     assert frames_through_vision(loaded, lambda: handler.run_inference(a[4:], loaded))[1] == 0
